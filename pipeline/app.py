@@ -1,0 +1,37 @@
+"""The Faust app of the tickwire worker and the pieces agents share.
+
+Importing this module loads and validates the settings (a bad setting fails
+here, naming it). Agents (``agents/``) import ``app``, ``source`` and
+``sinks`` from here; ``pipeline.worker`` imports the agents and runs the app.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from pipeline.config import get_settings
+from pipeline.connections import Connections
+from pipeline.source import BatchSource
+from pipeline.worker_sinks import WorkerSinks
+
+settings = get_settings()
+
+app = faust.App(
+    settings.app_id,
+    broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
+    store="memory://",
+    autodiscover=False,
+    datadir=str(settings.state_dir / "faust"),
+    web_host=settings.api_host,
+    web_port=settings.api_port,
+    web_bind=settings.api_host,
+    broker_session_timeout=settings.session_timeout_ms / 1000,
+    broker_heartbeat_interval=max(settings.session_timeout_ms / 5000, 0.5),
+    topic_partitions=1,
+    producer_acks=-1,
+)
+
+connections = Connections(settings)
+source = BatchSource(app, settings, connections)
+sinks = WorkerSinks(settings, connections, source)
+app.service(source)

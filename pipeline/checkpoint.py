@@ -1,0 +1,96 @@
+"""The checkpoint: when and in what order consumed offsets become committed.
+
+Order (as in Quix Streams): flush every data sink, then the producer (DLQ and
+derived topics), then commit the offsets of the batches processed since the
+last checkpoint. A failing flush is retried with backoff while nothing is
+consumed (the source loop waits here), so an offset is never committed past a
+record that some sink did not durably accept. A crash anywhere before the
+commit redelivers those records; sinks are idempotent, so that is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.structs import OffsetAndMetadata
+
+from pipeline.batch import RecordBatch
+from pipeline.retry import retry_until_done
+from pipeline.sinks.base import Sink
+
+log = logging.getLogger("tickwire.checkpoint")
+
+
+class Checkpoint:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        sinks: Sequence[Sink],
+        producer_sink: Sink,
+        *,
+        interval_s: float,
+        max_records: int,
+        stop: asyncio.Event,
+        max_backoff_s: float,
+    ) -> None:
+        self._consumer = consumer
+        self._sinks = list(sinks)
+        self._producer_sink = producer_sink
+        self._interval_s = interval_s
+        self._max_records = max_records
+        self._stop = stop
+        self._max_backoff_s = max_backoff_s
+        self._offsets: dict[TopicPartition, int] = {}
+        self._records = 0
+        self._started = time.monotonic()
+        self.commits = 0
+
+    def mark(self, batch: RecordBatch) -> None:
+        """Record that ``batch`` was handed to its sinks (not yet flushed)."""
+        self._offsets[TopicPartition(batch.topic, batch.partition)] = batch.next_offset
+        self._records += len(batch.records)
+
+    @property
+    def empty(self) -> bool:
+        return not self._offsets
+
+    def due(self) -> bool:
+        return bool(self._offsets) and (
+            self._records >= self._max_records or time.monotonic() - self._started >= self._interval_s
+        )
+
+    async def _flush(self, sink: Sink) -> None:
+        await retry_until_done(sink.flush, target=f"sink {sink.name}", stop=self._stop, max_backoff_s=self._max_backoff_s)
+
+    async def flush_eager(self) -> None:
+        """Flush the sinks whose data should not wait for a checkpoint (hot keys)."""
+        for sink in self._sinks:
+            if sink.eager and sink.pending:
+                await self._flush(sink)
+
+    async def commit(self) -> None:
+        """Flush all sinks, then the producer, then commit. Raises ``Stopping`` if abandoned."""
+        for sink in self._sinks:
+            await self._flush(sink)
+        await self._flush(self._producer_sink)
+        offsets = self._offsets
+        self._offsets, self._records, self._started = {}, 0, time.monotonic()
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
+            self.commits += 1
+        except (CommitFailedError, IllegalStateError) as exc:
+            # Partitions were reassigned: their records are written (idempotently) and
+            # will be redelivered to the new owner; nothing is lost.
+            log.warning("commit after rebalance was refused (%s); records will be redelivered", exc)
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Drop uncommitted offsets of revoked partitions (they will be redelivered)."""
+        for tp in partitions:
+            self._offsets.pop(tp, None)

@@ -1,0 +1,149 @@
+"""One typed settings object for the whole of tickwire.
+
+Every setting is read from an environment variable ``TICKWIRE_<NAME>`` (or a
+``.env`` file), defaults point at the local stack, and :func:`load_settings`
+validates all of them at start: an error always names the offending setting
+by its environment variable.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TICKWIRE_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names it (``TICKWIRE_...``)."""
+
+
+def _require_scheme(value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in schemes)}, got {value!r}")
+    if parts.scheme != "chdb" and not parts.hostname:
+        raise ValueError(f"needs a host, got {value!r}")
+    try:
+        parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {value!r}") from exc
+    return value
+
+
+class Settings(BaseSettings):
+    """All of tickwire's configuration. Field ``x`` is env var ``TICKWIRE_X``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True)
+
+    # where things live
+    state_dir: Path = Field(Path(".tickwire"), description="Local stack state (data dirs, logs, pid files).")
+    topics_file: Path = Field(PROJECT_ROOT / "topics.yaml", description="The topic catalog.")
+    schemas_dir: Path = Field(PROJECT_ROOT / "schemas", description="Versioned JSON Schemas.")
+
+    # roles and their backends
+    broker_url: str = Field("kafka://127.0.0.1:19092", description="Kafka-protocol bootstrap servers, comma separated.")
+    clickhouse_dsn: str = Field("chdb://.tickwire/clickhouse", description="chdb://PATH (in-process) or http(s)://host:port.")
+    clickhouse_database: str = Field("tickwire", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    cache_url: str = Field("redis://127.0.0.1:16379/0", description="Redis protocol hot cache (Valkey, DragonflyDB).")
+    postgres_dsn: str = Field("postgresql://tickwire@127.0.0.1:15432/tickwire")
+    vector_backend: Literal["pgvector", "weaviate"] = "pgvector"
+    weaviate_url: str | None = None
+    graph_backend: Literal["falkordb", "arangodb"] = "falkordb"
+    graph_url: str = Field("redis://127.0.0.1:16380", description="FalkorDB (redis://) or ArangoDB (http://).")
+
+    # worker and API
+    app_id: str = Field("tickwire", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    group_id: str = Field("tickwire-pipeline", pattern=r"^[A-Za-z0-9._-]{1,128}$")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(6066, ge=1, le=65535)
+
+    # consume path and checkpointing
+    fetch_max_records: int = Field(20_000, ge=1, le=1_000_000, description="Records per getmany() call.")
+    fetch_timeout_ms: int = Field(50, ge=1, le=10_000)
+    commit_interval_ms: int = Field(250, ge=1, le=60_000, description="Checkpoint (flush + commit) at least this often.")
+    commit_max_records: int = Field(100_000, ge=1, description="Checkpoint early once this many records are pending.")
+    session_timeout_ms: int = Field(10_000, ge=1_000, le=300_000)
+    max_record_bytes: int = Field(65_536, ge=256, description="Larger records go to the DLQ as oversize.")
+    sink_retry_max_backoff_ms: int = Field(5_000, ge=10)
+    shutdown_timeout_s: float = Field(20.0, gt=0)
+
+    # hot cache
+    hot_key_ttl_s: int = Field(86_400, ge=1)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker(cls, value: str) -> str:
+        for server in value.split(","):
+            _require_scheme(server.strip() if "://" in server else f"kafka://{server.strip()}", ("kafka",))
+        return value
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _check_clickhouse(cls, value: str) -> str:
+        _require_scheme(value, ("chdb", "http", "https"))
+        if value.startswith("chdb://") and len(value) == len("chdb://"):
+            raise ValueError("chdb:// needs a data directory, e.g. chdb://.tickwire/clickhouse")
+        return value
+
+    @field_validator("cache_url")
+    @classmethod
+    def _check_cache(cls, value: str) -> str:
+        return _require_scheme(value, ("redis", "rediss"))
+
+    @field_validator("postgres_dsn")
+    @classmethod
+    def _check_postgres(cls, value: str) -> str:
+        return _require_scheme(value, ("postgresql", "postgres"))
+
+    @field_validator("graph_url")
+    @classmethod
+    def _check_graph(cls, value: str) -> str:
+        return _require_scheme(value, ("redis", "rediss", "http", "https"))
+
+    @field_validator("weaviate_url")
+    @classmethod
+    def _check_weaviate(cls, value: str | None) -> str | None:
+        return None if value is None else _require_scheme(value, ("http", "https"))
+
+    # derived values -----------------------------------------------------
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """``host:port`` pairs for aiokafka."""
+        return [s.strip().removeprefix("kafka://") for s in self.broker_url.split(",")]
+
+    @property
+    def chdb_path(self) -> Path | None:
+        """The chDB data directory when ClickHouse is in-process, else None."""
+        if not self.clickhouse_dsn.startswith("chdb://"):
+            return None
+        return Path(self.clickhouse_dsn.removeprefix("chdb://")).expanduser().resolve()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + str(loc[0]).upper() if loc else ENV_PREFIX + "?"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate all settings; raise :class:`SettingsError` naming each bad one."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{_env_name(err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise SettingsError(f"invalid settings: {problems}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once."""
+    return load_settings()

@@ -1,0 +1,102 @@
+"""Message types of the versioned schemas in ``schemas/``, as msgspec structs.
+
+The JSON Schema files are the published contract; these structs are the fast
+decoder for them and are exactly as strict (``tests/test_schemas.py`` checks
+agreement against a JSON Schema validator). Integers are declared as floats
+with ``multiple_of=1`` because JSON Schema's ``integer`` also admits ``5.0``;
+the decoder converts them back to ``int`` where the value is used.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+_NO_TRAILING_NEWLINE = r"$(?!\n)"
+
+Tenant = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}" + _NO_TRAILING_NEWLINE)]
+Broker = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}" + _NO_TRAILING_NEWLINE)]
+Symbol = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9#][A-Za-z0-9#._+-]{0,31}" + _NO_TRAILING_NEWLINE)]
+Strategy = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}" + _NO_TRAILING_NEWLINE)]
+SignalId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}" + _NO_TRAILING_NEWLINE)]
+TimeMsc = Annotated[float, msgspec.Meta(ge=0, le=4_102_444_800_000, multiple_of=1)]
+Price = Annotated[float, msgspec.Meta(gt=0, le=1e9)]
+NonNegPrice = Annotated[float, msgspec.Meta(ge=0, le=1e9)]
+Volume = Annotated[float, msgspec.Meta(ge=0, le=9_007_199_254_740_991, multiple_of=1)]
+VolumeReal = Annotated[float, msgspec.Meta(ge=0, le=1e15)]
+Flags = Annotated[float, msgspec.Meta(ge=0, le=255, multiple_of=1)]
+Confidence = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Reason = Annotated[str, msgspec.Meta(max_length=1024)]
+
+# MT5 TICK_FLAG_* bits
+TICK_FLAG_BID = 2
+TICK_FLAG_ASK = 4
+TICK_FLAG_LAST = 8
+TICK_FLAG_VOLUME = 16
+TICK_FLAG_BUY = 32
+TICK_FLAG_SELL = 64
+
+
+class Tick(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``tick.v1``: one MqlTick of ``symbol`` at ``broker`` for ``tenant``."""
+
+    v: Literal[1]
+    tenant: Tenant
+    broker: Broker
+    symbol: Symbol
+    time_msc: TimeMsc
+    bid: Price
+    ask: Price
+    last: NonNegPrice = 0.0
+    volume: Volume = 0.0
+    volume_real: VolumeReal = 0.0
+    flags: Flags = 0.0
+
+    @property
+    def key(self) -> str:
+        """The Kafka key (partitioning and per-key ordering)."""
+        return f"{self.tenant}:{self.broker}:{self.symbol}"
+
+
+class Signal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``signal.v1``: a strategy's signal on ``symbol``; unique per (tenant, id)."""
+
+    v: Literal[1]
+    id: SignalId
+    tenant: Tenant
+    broker: Broker
+    strategy: Strategy
+    symbol: Symbol
+    time_msc: TimeMsc
+    action: Literal["buy", "sell", "close", "hold"]
+    confidence: Confidence
+    price: Price | None = None
+    sl: Price | None = None
+    tp: Price | None = None
+    reason: Reason | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant}:{self.broker}:{self.symbol}"
+
+
+DlqReason = Literal["oversize", "malformed_json", "schema_violation", "unknown_version", "processing_error"]
+
+
+class DeadLetter(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``dlq.v1``: an unprocessable record, its original bytes and its origin."""
+
+    v: Literal[1]
+    reason: DlqReason
+    error: Annotated[str, msgspec.Meta(max_length=2048)]
+    topic: str
+    partition: Annotated[int, msgspec.Meta(ge=0)]
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+    timestamp_ms: int | None
+    key_b64: str | None
+    value_b64: str | None
+    failed_at_ms: Annotated[int, msgspec.Meta(ge=0)]
+
+
+SCHEMA_TYPES: dict[str, type[msgspec.Struct]] = {"tick.v1": Tick, "signal.v1": Signal, "dlq.v1": DeadLetter}

@@ -1,0 +1,1 @@
+"""Sinks: where processed records go. See :mod:`pipeline.sinks.base` for the contract."""

@@ -1,0 +1,82 @@
+"""The hot-key sink: the newest tick per (tenant, broker, symbol) in the cache.
+
+Hot key ``tw:{tenant}:tick:{broker}:{symbol}`` is a hash with ``bid``, ``ask``,
+``last``, ``volume``, ``flags``, ``time_msc`` and ``offset`` (the source offset).
+A write replaces it only when the incoming tick is newer: a greater
+``time_msc``, or the same ``time_msc`` and a greater source offset. The compare
+and the write are one Lua script, so concurrent writers and redelivered or
+out-of-order ticks can never move a key backwards. Every write refreshes the
+TTL. The sink is eager (flushed after every fetched batch) for freshness.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as redis
+
+from pipeline.sinks.base import Sink
+
+NEWEST_WINS = """
+local ttl = tonumber(ARGV[1])
+local written = 0
+for i, key in ipairs(KEYS) do
+  local at = 2 + (i - 1) * 7
+  local t = tonumber(ARGV[at])
+  local off = tonumber(ARGV[at + 1])
+  local cur = redis.call('HMGET', key, 'time_msc', 'offset')
+  local ct = tonumber(cur[1])
+  if (not ct) or t > ct or (t == ct and off > (tonumber(cur[2]) or -1)) then
+    redis.call('HSET', key, 'time_msc', ARGV[at], 'offset', ARGV[at + 1], 'bid', ARGV[at + 2],
+               'ask', ARGV[at + 3], 'last', ARGV[at + 4], 'volume', ARGV[at + 5], 'flags', ARGV[at + 6])
+    written = written + 1
+  end
+  redis.call('PEXPIRE', key, ttl)
+end
+return written
+"""
+
+KEYS_PER_CALL = 500
+
+
+def hot_key(tenant: str, broker: str, symbol: str) -> str:
+    return f"tw:{tenant}:tick:{broker}:{symbol}"
+
+
+class HotTickCache(Sink):
+    eager = True
+
+    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+        self._client = client
+        self._ttl_ms = ttl_s * 1000
+        self._script = client.register_script(NEWEST_WINS)
+        # key -> (time_msc, offset, bid, ask, last, volume, flags); newest per key only
+        self._newest: dict[str, tuple[int, int, float, float, float, int, int]] = {}
+
+    @property
+    def name(self) -> str:
+        return "cache.hot_ticks"
+
+    @property
+    def pending(self) -> int:
+        return len(self._newest)
+
+    def offer(self, key: str, time_msc: int, offset: int, bid: float, ask: float, last: float, volume: int, flags: int) -> None:
+        """Buffer a tick for ``key`` unless a newer one is already buffered."""
+        current = self._newest.get(key)
+        if current is None or time_msc > current[0] or (time_msc == current[0] and offset > current[1]):
+            self._newest[key] = (time_msc, offset, bid, ask, last, volume, flags)
+
+    async def flush(self) -> None:
+        if not self._newest:
+            return
+        items = list(self._newest.items())
+        async with self._client.pipeline(transaction=False) as pipe:
+            for start in range(0, len(items), KEYS_PER_CALL):
+                chunk = items[start:start + KEYS_PER_CALL]
+                args: list[Any] = [self._ttl_ms]
+                for _key, values in chunk:
+                    args.extend(repr(v) if isinstance(v, float) else v for v in values)
+                await self._script(keys=[k for k, _ in chunk], args=args, client=pipe)
+            await pipe.execute()
+        self._newest.clear()

@@ -1,0 +1,18 @@
+"""Entry point of the worker process: the Faust app with all agents loaded."""
+
+from __future__ import annotations
+
+import sys
+
+
+def run(faust_args: list[str]) -> None:
+    """Run Faust's ``worker`` command with ``faust_args`` (e.g. ``-l info``)."""
+    import uvloop
+
+    uvloop.install()
+    from pipeline.app import app
+    import agents.ticks  # noqa: F401  (registers the agent)
+    import pipeline.sql_gateway  # noqa: F401  (registers the read-only SQL route)
+
+    sys.argv = ["tickwire", "worker", *faust_args]
+    app.main()
