@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TICKWIRE_"
@@ -112,6 +112,15 @@ class Settings(BaseSettings):
     def _check_weaviate(cls, value: str | None) -> str | None:
         return None if value is None else _require_scheme(value, ("http", "https"))
 
+    @model_validator(mode="after")
+    def _check_groups(self) -> Settings:
+        if self.group_id == self.app_id:
+            raise ValueError(
+                f"TICKWIRE_GROUP_ID must differ from TICKWIRE_APP_ID (both {self.app_id!r}): "
+                "Faust's own consumer group is named after the app id"
+            )
+        return self
+
     # derived values -----------------------------------------------------
     @property
     def bootstrap_servers(self) -> list[str]:
@@ -130,8 +139,10 @@ class Settings(BaseSettings):
         return f"http://{self.api_host}:{self.api_port}"
 
 
-def _env_name(loc: tuple[int | str, ...]) -> str:
-    return ENV_PREFIX + str(loc[0]).upper() if loc else ENV_PREFIX + "?"
+def _problem(err: dict) -> str:
+    if not err["loc"]:  # a check across settings names them in its message
+        return str(err["msg"]).removeprefix("Value error, ")
+    return f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}"
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -139,7 +150,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(f"{_env_name(err['loc'])}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise SettingsError(f"invalid settings: {problems}") from None
 
 

@@ -57,6 +57,8 @@ class BatchSource(Service):
         self._task: asyncio.Task | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.checkpoint: Checkpoint | None = None
+        #: True once the stores are connected and the consumer runs.
+        self.consuming = False
         super().__init__(**kwargs)
 
     def on_init_dependencies(self) -> list[Service]:
@@ -97,6 +99,7 @@ class BatchSource(Service):
             max_backoff_s=self.settings.sink_retry_max_backoff_ms / 1000,
         )
         self._task = asyncio.create_task(self._consume(), name="tickwire-source")
+        self.consuming = True
         log.info("consuming %s as group %s", ", ".join(self._routes), self.settings.group_id)
 
     async def _consume(self) -> None:

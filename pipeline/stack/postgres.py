@@ -23,12 +23,13 @@ from pathlib import Path
 
 import asyncpg
 
+from pipeline.stack.errors import StackError
 from pipeline.stack.process import RunAs
 
 SYSTEM_USER = "tickwire-pg"
 
 
-class PostgresSetupError(RuntimeError):
+class PostgresSetupError(StackError):
     """The cluster cannot be prepared; the message says what to change."""
 
 

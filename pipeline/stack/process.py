@@ -36,9 +36,7 @@ class RunAs:
 
 
 def spawn(argv: list[str], *, log_file: Path, pid_file: Path, cwd: Path, run_as: RunAs | None = None) -> int:
-    """Start ``argv`` detached, logging to ``log_file`` (previous log kept as ``.log.1``); return its pid."""
-    if log_file.exists():
-        log_file.replace(log_file.with_name(log_file.name + ".1"))
+    """Start ``argv`` detached, appending its output to ``log_file``; return its pid."""
     with open(log_file, "ab") as log:
         log.write(f"--- tickwire stack: {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
         log.flush()
@@ -55,6 +53,12 @@ def spawn(argv: list[str], *, log_file: Path, pid_file: Path, cwd: Path, run_as:
     _CHILDREN[proc.pid] = proc
     write_pid(pid_file, proc.pid)
     return proc.pid
+
+
+def rotate_log(log_file: Path) -> None:
+    """Keep the previous run's log as ``<name>.log.1`` so a tail shows only the new run."""
+    if log_file.exists():
+        log_file.replace(log_file.with_name(log_file.name + ".1"))
 
 
 def exit_code(pid: int) -> int | None:

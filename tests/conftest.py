@@ -1,0 +1,99 @@
+"""Shared fixtures: one real local stack for the whole test session.
+
+The stack runs on free ports with its own state directory, so it never
+collides with a ``make demo`` stack, and it is stopped when the session ends.
+Tests keep apart by using their own tenant names (and their own consumer
+groups when they start workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from pipeline import stack
+from pipeline.catalog import apply_catalog, load_catalog
+from pipeline.config import Settings, load_settings
+from pipeline.worker_process import WorkerProcess
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "stack: needs the real local stack (started by the session fixture)")
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Iterator[Settings]:
+    """Settings of a running local stack (broker with the catalog applied, cache, postgres, graph).
+
+    The state directory is world-traversable (0755 under /tmp) because, when the
+    tests run as root, PostgreSQL runs as an unprivileged user who must reach it.
+    """
+    state = Path(tempfile.mkdtemp(prefix="tickwire-test-stack-"))
+    state.chmod(0o755)
+    settings = load_settings(
+        state_dir=state,
+        broker_url=f"kafka://127.0.0.1:{_free_port()}",
+        cache_url=f"redis://127.0.0.1:{_free_port()}/0",
+        postgres_dsn=f"postgresql://tickwire@127.0.0.1:{_free_port()}/tickwire",
+        graph_url=f"redis://127.0.0.1:{_free_port()}",
+        clickhouse_dsn=f"chdb://{state / 'clickhouse'}",
+        api_port=_free_port(),
+        session_timeout_ms=6000,
+    )
+    stack.up(settings)
+    try:
+        asyncio.run(apply_catalog(load_catalog(settings.topics_file), settings.bootstrap_servers))
+        yield settings
+    finally:
+        stack.down(settings)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def broker_settings(stack_settings: Settings) -> Settings:
+    return stack_settings
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant name no other test uses."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def worker_factory(stack_settings: Settings, tmp_path: Path) -> Iterator:
+    """Start workers (each with its own data dir, group and API port); all stopped at teardown."""
+    started: list[WorkerProcess] = []
+    group = "test-" + uuid.uuid4().hex[:8]
+
+    def start(**overrides: object) -> WorkerProcess:
+        settings = load_settings(**{
+            **stack_settings.model_dump(),
+            "group_id": group,
+            "app_id": group + "-app",
+            "clickhouse_dsn": f"chdb://{tmp_path / 'clickhouse'}",
+            "state_dir": tmp_path / "state",
+            "api_port": _free_port(),
+            **overrides,
+        })
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log").start()
+        started.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
