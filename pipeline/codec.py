@@ -66,7 +66,7 @@ class BatchDecoder(Generic[T]):
                 valid_append((record, decode(value)))
             except msgspec.ValidationError as exc:
                 message = str(exc)
-                reason: DlqReason = "unknown_version" if message.endswith("`$.v`") and "enum" in message else "schema_violation"
+                reason: DlqReason = "unknown_version" if message.endswith("`$.v`") else "schema_violation"
                 out.rejected.append(Rejected(record, reason, message))
             except msgspec.DecodeError as exc:
                 out.rejected.append(Rejected(record, "malformed_json", str(exc)))

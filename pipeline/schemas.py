@@ -28,6 +28,8 @@ VolumeReal = Annotated[float, msgspec.Meta(ge=0, le=1e15)]
 Flags = Annotated[float, msgspec.Meta(ge=0, le=255, multiple_of=1)]
 Confidence = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Reason = Annotated[str, msgspec.Meta(max_length=1024)]
+#: JSON Schema ``"const": 1`` admits 1 and 1.0 (not true); so does this.
+Version = Annotated[float, msgspec.Meta(ge=1, le=1)]
 
 # MT5 TICK_FLAG_* bits
 TICK_FLAG_BID = 2
@@ -41,7 +43,7 @@ TICK_FLAG_SELL = 64
 class Tick(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """``tick.v1``: one MqlTick of ``symbol`` at ``broker`` for ``tenant``."""
 
-    v: Literal[1]
+    v: Version
     tenant: Tenant
     broker: Broker
     symbol: Symbol
@@ -62,7 +64,7 @@ class Tick(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class Signal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """``signal.v1``: a strategy's signal on ``symbol``; unique per (tenant, id)."""
 
-    v: Literal[1]
+    v: Version
     id: SignalId
     tenant: Tenant
     broker: Broker

@@ -18,6 +18,7 @@ from typing import IO
 
 from pipeline.config import Settings
 from pipeline.sql_client import SqlError, worker_query
+from pipeline.stack.process import is_alive, terminate
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -89,3 +90,23 @@ class WorkerProcess:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+
+def worker_pid_file(settings: Settings) -> Path:
+    return settings.state_dir / "run" / "worker.pid"
+
+
+def stop_background_worker(settings: Settings, timeout_s: float = 30.0) -> int | None:
+    """Stop the background worker that ``tickwire demo`` leaves running (SIGTERM: graceful).
+
+    Returns its pid, or None when there was none.
+    """
+    path = worker_pid_file(settings)
+    try:
+        pid = int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if is_alive(pid):
+        terminate(pid, signal.SIGTERM, timeout=timeout_s)
+    path.unlink(missing_ok=True)
+    return pid

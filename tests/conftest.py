@@ -53,8 +53,8 @@ def stack_settings() -> Iterator[Settings]:
         api_port=_free_port(),
         session_timeout_ms=6000,
     )
-    stack.up(settings)
     try:
+        stack.up(settings)
         asyncio.run(apply_catalog(load_catalog(settings.topics_file), settings.bootstrap_servers))
         yield settings
     finally:

@@ -28,6 +28,7 @@ from pipeline.stack.control import (
 )
 from pipeline.stack.errors import StackConfigError, StackError
 from pipeline.stack.servers import SERVER_NAMES
+from pipeline.worker_process import stop_background_worker
 
 console = Console()
 err_console = Console(stderr=True)
@@ -101,8 +102,11 @@ def start_cmd(name: str, timeout: float) -> None:
 @stack.command("down")
 @click.option("--timeout", type=float, default=STOP_TIMEOUT_S, show_default=True, help="Seconds before SIGKILL.")
 def down_cmd(timeout: float) -> None:
-    """Stop every server started from this state directory."""
+    """Stop the background worker (if any), then every server started from this state directory."""
     settings = _settings()
+    pid = stop_background_worker(settings)
+    if pid is not None:
+        console.print(f"worker    stopped (pid {pid})")
     try:
         _print_stops(down(settings, timeout))
     except StackError as exc:

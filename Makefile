@@ -1,0 +1,28 @@
+# The two commands: `make demo` (the main job on the local stack) and `make test`.
+# Both work on a fresh clone with only Python 3.11 present: they create .venv and install.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install stop clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[local,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tickwire demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+stop: $(STAMP)
+	$(BIN)/tickwire stack down
+
+clean: stop
+	rm -rf .tickwire
