@@ -24,20 +24,25 @@ async def handle_ticks(
 ) -> int:
     """Decode ``records``; valid ticks to ``table`` and ``hot``, the rest to the DLQ. Returns valid count."""
     decoded = decoder.decode(records)
-    rows = []
-    for record, tick in decoded.valid:
-        time_msc, volume, flags = int(tick.time_msc), int(tick.volume), int(tick.flags)
-        rows.append((
-            tick.tenant, tick.broker, tick.symbol, time_msc, tick.bid, tick.ask, tick.last,
-            volume, tick.volume_real, flags, tick.ask - tick.bid, record.partition, record.offset,
-        ))
-        hot.offer(hot_key(tick.tenant, tick.broker, tick.symbol), time_msc, record.offset,
-                  tick.bid, tick.ask, tick.last, volume, flags)
-    table.add_rows(rows)
+    ticks = [tick for _, tick in decoded.valid]
+    offsets = [record.offset for record, _ in decoded.valid]
+    times = [int(t.time_msc) for t in ticks]
+    volumes = [int(t.volume) for t in ticks]
+    flags = [int(t.flags) for t in ticks]
+    bids = [t.bid for t in ticks]
+    asks = [t.ask for t in ticks]
+    lasts = [t.last for t in ticks]
+    table.add_columns([
+        [t.tenant for t in ticks], [t.broker for t in ticks], [t.symbol for t in ticks], times, bids, asks, lasts,
+        volumes, [t.volume_real for t in ticks], flags, [a - b for a, b in zip(asks, bids)],
+        [record.partition for record, _ in decoded.valid], offsets,
+    ])
+    for i, t in enumerate(ticks):
+        hot.offer(hot_key(t.tenant, t.broker, t.symbol), times[i], offsets[i], bids[i], asks[i], lasts[i], volumes[i], flags[i])
     for rejected in decoded.rejected:
         key, value = dead_letter(rejected)
         await topics.add(DLQ_TOPIC, key, value)
-    return len(rows)
+    return len(ticks)
 
 
 @app.agent(source.route(TOPIC))

@@ -9,17 +9,45 @@ the decoder converts them back to ``int`` where the value is used.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
 
 _NO_TRAILING_NEWLINE = r"$(?!\n)"
 
-Tenant = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}" + _NO_TRAILING_NEWLINE)]
-Broker = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}" + _NO_TRAILING_NEWLINE)]
-Symbol = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9#][A-Za-z0-9#._+-]{0,31}" + _NO_TRAILING_NEWLINE)]
-Strategy = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}" + _NO_TRAILING_NEWLINE)]
-SignalId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}" + _NO_TRAILING_NEWLINE)]
+
+class NamePattern:
+    """A schema ``pattern`` for a name field, checked with a cache of names already seen.
+
+    Names (tenants, brokers, symbols, strategies) repeat on almost every
+    record, and a regex per field per record is most of the decode cost; a
+    set lookup is not. The cache is bounded (cleared when full).
+    """
+
+    MAX_CACHED = 100_000
+
+    def __init__(self, regex: str) -> None:
+        self.regex = regex + _NO_TRAILING_NEWLINE
+        self._compiled = re.compile(self.regex)
+        self._seen: set[str] = set()
+
+    def check(self, field: str, value: str) -> None:
+        """Raise ValueError (as msgspec words it) unless ``value`` matches."""
+        if value in self._seen:
+            return
+        if not self._compiled.search(value):
+            raise ValueError(f"Expected `str` matching regex {self.regex!r} - at `$.{field}`")
+        if len(self._seen) >= self.MAX_CACHED:
+            self._seen.clear()
+        self._seen.add(value)
+
+
+TENANT = NamePattern(r"^[a-z0-9][a-z0-9_-]{0,62}")
+BROKER = NamePattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+SYMBOL = NamePattern(r"^[A-Za-z0-9#][A-Za-z0-9#._+-]{0,31}")
+STRATEGY = NamePattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SIGNAL_ID = NamePattern(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 TimeMsc = Annotated[float, msgspec.Meta(ge=0, le=4_102_444_800_000, multiple_of=1)]
 Price = Annotated[float, msgspec.Meta(gt=0, le=1e9)]
 NonNegPrice = Annotated[float, msgspec.Meta(ge=0, le=1e9)]
@@ -44,9 +72,9 @@ class Tick(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """``tick.v1``: one MqlTick of ``symbol`` at ``broker`` for ``tenant``."""
 
     v: Version
-    tenant: Tenant
-    broker: Broker
-    symbol: Symbol
+    tenant: str
+    broker: str
+    symbol: str
     time_msc: TimeMsc
     bid: Price
     ask: Price
@@ -54,6 +82,11 @@ class Tick(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     volume: Volume = 0.0
     volume_real: VolumeReal = 0.0
     flags: Flags = 0.0
+
+    def __post_init__(self) -> None:
+        TENANT.check("tenant", self.tenant)
+        BROKER.check("broker", self.broker)
+        SYMBOL.check("symbol", self.symbol)
 
     @property
     def key(self) -> str:
@@ -65,11 +98,11 @@ class Signal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """``signal.v1``: a strategy's signal on ``symbol``; unique per (tenant, id)."""
 
     v: Version
-    id: SignalId
-    tenant: Tenant
-    broker: Broker
-    strategy: Strategy
-    symbol: Symbol
+    id: str
+    tenant: str
+    broker: str
+    strategy: str
+    symbol: str
     time_msc: TimeMsc
     action: Literal["buy", "sell", "close", "hold"]
     confidence: Confidence
@@ -77,6 +110,13 @@ class Signal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     sl: Price | None = None
     tp: Price | None = None
     reason: Reason | None = None
+
+    def __post_init__(self) -> None:
+        SIGNAL_ID.check("id", self.id)
+        TENANT.check("tenant", self.tenant)
+        BROKER.check("broker", self.broker)
+        STRATEGY.check("strategy", self.strategy)
+        SYMBOL.check("symbol", self.symbol)
 
     @property
     def key(self) -> str:

@@ -5,7 +5,7 @@ Idempotent because the table deduplicates by identity (see analytics_tables).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from pipeline.analytics import AnalyticsStore
 from pipeline.sinks.base import Sink
@@ -27,15 +27,13 @@ class AnalyticsTableSink(Sink):
     def pending(self) -> int:
         return self._pending
 
-    def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Buffer rows (each in :attr:`column_names` order)."""
-        appends = [column.append for column in self._columns]
-        count = 0
-        for row in rows:
-            for append, value in zip(appends, row):
-                append(value)
-            count += 1
-        self._pending += count
+    def add_columns(self, columns: Sequence[Sequence[Any]]) -> None:
+        """Buffer rows given column-wise, in the sink's column order (all the same length)."""
+        if len(columns) != len(self._columns):
+            raise ValueError(f"{self.name}: {len(columns)} columns given, {len(self._columns)} expected")
+        for buffered, added in zip(self._columns, columns):
+            buffered.extend(added)
+        self._pending += len(columns[0]) if columns else 0
 
     async def flush(self) -> None:
         if not self._pending:
