@@ -1,9 +1,11 @@
-"""A batch of consumed records of one topic-partition, as it travels to an agent.
+"""A batch of consumed records of one topic-partition, as it travels to agents.
 
-The source hands each fetched batch to its agent as one event (so Faust's
-per-event cost is paid once per batch) and waits on :attr:`RecordBatch.done`:
-the batch counts as processed only when the agent has handed every record to
-its sinks. Offsets are committed later, by the checkpoint.
+The source decodes each fetched batch once (rejects go to the DLQ there) and
+hands it to every agent that reads its topic as ONE event, so Faust's
+per-event cost is paid once per batch. The source then waits on
+:attr:`RecordBatch.done`, which resolves when every one of those agents has
+handed the batch to its sinks (or fails with the first agent's error).
+Offsets are committed later, by the checkpoint.
 """
 
 from __future__ import annotations
@@ -11,34 +13,41 @@ from __future__ import annotations
 import asyncio
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Generic, TypeVar
 
-from aiokafka.structs import ConsumerRecord
+import msgspec
+
+from pipeline.codec import RawRecord
+
+T = TypeVar("T", bound=msgspec.Struct)
 
 
 @dataclass(eq=False)
-class RecordBatch:
+class RecordBatch(Generic[T]):
     topic: str
     partition: int
-    records: list[ConsumerRecord]
+    #: the valid records of the batch with their decoded messages, in offset order
+    messages: list[tuple[RawRecord, T]]
+    #: offset to commit once this batch is durably in every sink
+    next_offset: int
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    _waiting: int = 0
 
-    @property
-    def next_offset(self) -> int:
-        """The offset to commit once this batch is durably in its sinks."""
-        return self.records[-1].offset + 1
+    def expect(self, consumers: int) -> None:
+        """Declare how many agents will process this batch before it is sent to them."""
+        self._waiting = consumers
+        if consumers == 0 and not self.done.done():
+            self.done.set_result(None)
 
     @asynccontextmanager
-    async def processing(self) -> AsyncIterator[RecordBatch]:
-        """Resolve :attr:`done` when the block exits (with its exception, if any)."""
+    async def processing(self) -> AsyncIterator[RecordBatch[T]]:
+        """One agent's processing of the batch; resolves :attr:`done` after the last agent."""
         try:
             yield self
-        except BaseException as exc:
+        except Exception as exc:
             if not self.done.done():
                 self.done.set_exception(exc)
-            if isinstance(exc, Exception):
-                return  # the source re-raises it; the agent stays alive
-            raise
-        else:
-            if not self.done.done():
-                self.done.set_result(None)
+            return  # the source re-raises it; the agent stays alive
+        self._waiting -= 1
+        if self._waiting <= 0 and not self.done.done():
+            self.done.set_result(None)

@@ -19,7 +19,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
-from pipeline.batch import RecordBatch
 from pipeline.retry import retry_until_done
 from pipeline.sinks.base import Sink
 
@@ -50,10 +49,10 @@ class Checkpoint:
         self._started = time.monotonic()
         self.commits = 0
 
-    def mark(self, batch: RecordBatch) -> None:
-        """Record that ``batch`` was handed to its sinks (not yet flushed)."""
-        self._offsets[TopicPartition(batch.topic, batch.partition)] = batch.next_offset
-        self._records += len(batch.records)
+    def mark(self, tp: TopicPartition, next_offset: int, records: int) -> None:
+        """Record that everything of ``tp`` before ``next_offset`` was handed to the sinks (not yet flushed)."""
+        self._offsets[tp] = next_offset
+        self._records += records
 
     @property
     def empty(self) -> bool:

@@ -47,6 +47,7 @@ class BatchDecoder(Generic[T]):
     """Decodes batches of JSON records into ``message_type``, as strict as its schema."""
 
     def __init__(self, message_type: type[T], max_record_bytes: int) -> None:
+        self.message_type = message_type
         self._decoder = msgspec.json.Decoder(message_type)
         self._max_bytes = max_record_bytes
 

@@ -1,10 +1,11 @@
 """The batch source: tickwire's consume path under the Faust agents.
 
 One aiokafka consumer (group ``settings.group_id``, auto-commit off) fetches
-with ``getmany``. Each fetched topic-partition batch goes to the agent that
-owns its topic as ONE event on an in-memory Faust channel, so Faust's
-per-event machinery costs once per batch instead of once per record. The
-source waits until the agents have handed their batches to the sinks, flushes
+with ``getmany``. Each fetched topic-partition batch is decoded once (rejects
+go to the DLQ with their reason) and goes to every agent routed to its topic
+as ONE event on an in-memory Faust channel, so Faust's per-event machinery
+costs once per batch instead of once per record. The source waits until the
+agents have handed their batches to the sinks, flushes
 eager sinks (hot keys), and checkpoints (flush all sinks, producer, commit) on
 an interval or record count. Faust's own offset committer is not involved.
 
@@ -19,10 +20,14 @@ import asyncio
 import logging
 
 import faust
+import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from pipeline.batch import RecordBatch
+from pipeline.codec import BatchDecoder
+from pipeline.dlq import DLQ_TOPIC, dead_letter
 from pipeline.checkpoint import Checkpoint
 from pipeline.config import Settings
 from pipeline.connections import Connections
@@ -50,7 +55,8 @@ class BatchSource(Service):
         self.settings = settings
         self.connections = connections
         self.publisher = TopicPublisher(lambda: connections.producer)
-        self._routes: dict[str, faust.ChannelT] = {}
+        self._routes: dict[str, list[faust.ChannelT]] = {}
+        self._decoders: dict[str, BatchDecoder] = {}
         self._sinks: list[Sink] = []
         self._stop_event = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -64,10 +70,17 @@ class BatchSource(Service):
     def on_init_dependencies(self) -> list[Service]:
         return [self.connections]
 
-    def route(self, topic: str) -> faust.ChannelT:
-        """The channel on which batches of ``topic`` are delivered (one agent reads it)."""
+    def route(self, topic: str, message_type: type[msgspec.Struct]) -> faust.ChannelT:
+        """A new channel on which decoded batches of ``topic`` are delivered to one agent.
+
+        Every agent routed to a topic gets every batch of it; the topic is decoded once,
+        into ``message_type`` (the same for all routes of a topic).
+        """
+        decoder = self._decoders.setdefault(topic, BatchDecoder(message_type, self.settings.max_record_bytes))
+        if decoder.message_type is not message_type:
+            raise TypeError(f"{topic} is already decoded as {decoder.message_type.__name__}")
         channel = self.app.channel(maxsize=64)
-        self._routes[topic] = channel
+        self._routes.setdefault(topic, []).append(channel)
         return channel
 
     def add_sink(self, sink: Sink) -> Sink:
@@ -123,14 +136,26 @@ class BatchSource(Service):
             log.exception("source failed; nothing past the last checkpoint was committed")
             await self.crash(exc)
 
-    async def _process(self, fetched: dict[TopicPartition, list]) -> None:
+    async def _process(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         assert self.checkpoint is not None
-        batches = [RecordBatch(tp.topic, tp.partition, records) for tp, records in fetched.items() if records]
-        for batch in batches:
-            await self._routes[batch.topic].send(value=batch)
+        batches = []
+        for tp, records in fetched.items():
+            if not records:
+                continue
+            decoded = self._decoders[tp.topic].decode(records)
+            for rejected in decoded.rejected:
+                key, value = dead_letter(rejected)
+                await self.publisher.add(DLQ_TOPIC, key, value)
+            batch = RecordBatch(tp.topic, tp.partition, decoded.valid, records[-1].offset + 1)
+            channels = self._routes[tp.topic] if decoded.valid else []
+            batch.expect(len(channels))
+            for channel in channels:
+                await channel.send(value=batch)
+            batches.append(batch)
         for batch in batches:
             await batch.done
-            self.checkpoint.mark(batch)
+            self.checkpoint.mark(tp=TopicPartition(batch.topic, batch.partition), next_offset=batch.next_offset,
+                                 records=len(batch.messages))
         await self.checkpoint.flush_eager()
 
     async def checkpoint_before_revoke(self, revoked: set[TopicPartition]) -> None:

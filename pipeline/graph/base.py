@@ -180,12 +180,12 @@ def _newest(edges: Sequence[E], identity: Callable[[E], Hashable], rank: Callabl
     return list(best.values())
 
 
-def correlation_rank(edge: CorrelationEdge) -> tuple[int]:
+def _correlation_rank(edge: CorrelationEdge) -> tuple[int]:
     """Newer-wins order of correlation edges of one identity: by ``window_end_ms``."""
     return (edge.window_end_ms,)
 
 
-def strategy_rank(edge: StrategyEdge) -> tuple[int, int]:
+def _strategy_rank(edge: StrategyEdge) -> tuple[int, int]:
     """Newer-wins order of strategy edges of one identity: by ``last_time_ms``, then ``signals``."""
     return (edge.last_time_ms, edge.signals)
 
@@ -232,7 +232,7 @@ class GraphStore(ABC):
         for edge in edges:
             if not isinstance(edge, CorrelationEdge):
                 raise ValueError(f"edges must be CorrelationEdge, got {type(edge).__name__}")
-        newest = _newest(edges, lambda e: e.identity, correlation_rank)
+        newest = _newest(edges, lambda e: e.identity, _correlation_rank)
         if newest:
             await self._upsert_correlations(newest)
 
@@ -250,7 +250,7 @@ class GraphStore(ABC):
         for edge in edges:
             if not isinstance(edge, StrategyEdge):
                 raise ValueError(f"edges must be StrategyEdge, got {type(edge).__name__}")
-        newest = _newest(edges, lambda e: e.identity, strategy_rank)
+        newest = _newest(edges, lambda e: e.identity, _strategy_rank)
         if newest:
             await self._upsert_strategy_edges(newest)
 
