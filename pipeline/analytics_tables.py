@@ -4,6 +4,9 @@ Identity and deduplication: each table is a ReplacingMergeTree whose sorting
 key is the row's identity, so a row written twice (redelivery, replay) is one
 row for any query that reads with ``FINAL`` (all of tickwire's queries do).
 
+``candles`` identity: tenant, broker, symbol, timeframe, start; the version
+is ``ticks``, so an amended bar (more ticks) wins over the bar it amends.
+
 ``ticks`` identity: tenant, broker, symbol, time, bid, ask, last, volume,
 volume_real, flags (the whole MqlTick): two byte-identical ticks of one symbol
 in the same millisecond are one tick.
@@ -14,6 +17,12 @@ from __future__ import annotations
 TICKS_COLUMNS = (
     "tenant", "broker", "symbol", "time", "bid", "ask", "last",
     "volume", "volume_real", "flags", "spread", "src_partition", "src_offset",
+)
+
+
+CANDLES_COLUMNS = (
+    "tenant", "broker", "symbol", "timeframe", "start", "end", "open", "high", "low", "close",
+    "bid_close", "ask_close", "spread_avg", "spread_min", "spread_max", "ticks", "volume", "volume_real",
 )
 
 
@@ -39,5 +48,30 @@ def migrations(database: str) -> list[str]:
         PARTITION BY toYYYYMM(time)
         PRIMARY KEY (tenant, broker, symbol, time)
         ORDER BY (tenant, broker, symbol, time, bid, ask, last, volume, volume_real, flags)
+        """,
+        f"""
+        CREATE TABLE IF NOT EXISTS {database}.candles (
+            tenant LowCardinality(String),
+            broker LowCardinality(String),
+            symbol LowCardinality(String),
+            timeframe LowCardinality(String),
+            start DateTime64(3, 'UTC'),
+            end DateTime64(3, 'UTC'),
+            open Float64,
+            high Float64,
+            low Float64,
+            close Float64,
+            bid_close Float64,
+            ask_close Float64,
+            spread_avg Float64,
+            spread_min Float64,
+            spread_max Float64,
+            ticks UInt32,
+            volume UInt64,
+            volume_real Float64
+        )
+        ENGINE = ReplacingMergeTree(ticks)
+        PARTITION BY toYYYYMM(start)
+        ORDER BY (tenant, broker, symbol, timeframe, start)
         """,
     ]

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.timeframes import Timeframe
+
 ENV_PREFIX = "TICKWIRE_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +79,10 @@ class Settings(BaseSettings):
     # hot cache
     hot_key_ttl_s: int = Field(86_400, ge=1)
 
+    # derived streams
+    candle_timeframes: str = Field("1m,5m,1h", description="Comma-separated bar lengths (s, m, h, d).")
+    candle_lateness_ms: int = Field(5_000, ge=0, description="A late tick this close to the watermark amends its bar.")
+
     @field_validator("broker_url")
     @classmethod
     def _check_broker(cls, value: str) -> str:
@@ -112,6 +118,14 @@ class Settings(BaseSettings):
     def _check_weaviate(cls, value: str | None) -> str | None:
         return None if value is None else _require_scheme(value, ("http", "https"))
 
+    @field_validator("candle_timeframes")
+    @classmethod
+    def _check_timeframes(cls, value: str) -> str:
+        names = [Timeframe.parse(part).name for part in value.split(",") if part.strip()]
+        if not names or len(set(names)) != len(names):
+            raise ValueError("need one or more distinct timeframes, e.g. 1m,5m,1h")
+        return ",".join(names)
+
     @model_validator(mode="after")
     def _check_groups(self) -> Settings:
         if self.group_id == self.app_id:
@@ -133,6 +147,11 @@ class Settings(BaseSettings):
         if not self.clickhouse_dsn.startswith("chdb://"):
             return None
         return Path(self.clickhouse_dsn.removeprefix("chdb://")).expanduser().resolve()
+
+    @property
+    def timeframes(self) -> list[Timeframe]:
+        """Candle timeframes, shortest first."""
+        return sorted(Timeframe.parse(part) for part in self.candle_timeframes.split(","))
 
     @property
     def api_url(self) -> str:

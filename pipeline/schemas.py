@@ -123,6 +123,34 @@ class Signal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return f"{self.tenant}:{self.broker}:{self.symbol}"
 
 
+class Candle(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``candle.v1``: a closed mid-price bar; identity (tenant, broker, symbol, timeframe, start_ms)."""
+
+    v: Literal[1]
+    tenant: str
+    broker: str
+    symbol: str
+    timeframe: Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,3}[smhd]$")]
+    start_ms: Annotated[int, msgspec.Meta(ge=0)]
+    end_ms: Annotated[int, msgspec.Meta(ge=0)]
+    open: float
+    high: float
+    low: float
+    close: float
+    bid_close: float
+    ask_close: float
+    spread_avg: float
+    spread_min: float
+    spread_max: float
+    ticks: Annotated[int, msgspec.Meta(ge=1)]
+    volume: Annotated[int, msgspec.Meta(ge=0)]
+    volume_real: Annotated[float, msgspec.Meta(ge=0)]
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant}:{self.broker}:{self.symbol}"
+
+
 DlqReason = Literal["oversize", "malformed_json", "schema_violation", "unknown_version", "processing_error"]
 
 
@@ -141,4 +169,6 @@ class DeadLetter(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     failed_at_ms: Annotated[int, msgspec.Meta(ge=0)]
 
 
-SCHEMA_TYPES: dict[str, type[msgspec.Struct]] = {"tick.v1": Tick, "signal.v1": Signal, "dlq.v1": DeadLetter}
+SCHEMA_TYPES: dict[str, type[msgspec.Struct]] = {
+    "tick.v1": Tick, "signal.v1": Signal, "candle.v1": Candle, "dlq.v1": DeadLetter,
+}

@@ -11,7 +11,8 @@ def run(faust_args: list[str]) -> None:
 
     uvloop.install()
     from pipeline.app import app
-    import agents.ticks  # noqa: F401  (registers the agent)
+    import agents.candles  # noqa: F401  (agents register themselves)
+    import agents.ticks  # noqa: F401
     import pipeline.sql_gateway  # noqa: F401  (registers the read-only SQL route)
 
     sys.argv = ["tickwire", "worker", *faust_args]

@@ -39,11 +39,18 @@ def raw(stack_settings: Settings) -> Iterator[FalkorDB]:
 
 
 def count(raw: FalkorDB, tenant: str, pattern: str) -> int:
-    """How many matches of ``pattern`` (e.g. ``()-[e:CORRELATED]->()``) the tenant's graph holds."""
-    return raw.select_graph(graph_name(tenant)).ro_query(f"MATCH {pattern} RETURN count(*)").result_set[0][0]
+    """How many ``x`` in ``pattern`` (e.g. ``()-[x:CORRELATED]->()``) the tenant's graph holds.
+
+    ``count(x)``, not ``count(*)``: FalkorDB 4.16 answers ``count(*)`` of an edge
+    pattern with the number of connected node pairs, so parallel edges (one pair
+    on two timeframes) are counted once.
+    """
+    return raw.select_graph(graph_name(tenant)).ro_query(f"MATCH {pattern} RETURN count(x)").result_set[0][0]
 
 
-def corr(tenant: str, x: str, y: str, weight: float, *, timeframe: str = "H1", end: int = 1_000, samples: int = 50) -> CorrelationEdge:
+def corr(
+    tenant: str, x: str, y: str, weight: float, *, timeframe: str = "H1", end: int = 1_000, samples: int = 50
+) -> CorrelationEdge:
     return CorrelationEdge.between(tenant, x, y, timeframe, weight, end, samples)
 
 
@@ -55,7 +62,11 @@ def other_tenant() -> str:
 
 
 async def test_upsert_twice_is_one_edge(store: FalkorGraphStore, raw: FalkorDB, tenant: str) -> None:
-    edges = [corr(tenant, "EURUSD", "GBPUSD", 0.8), corr(tenant, "USDJPY", "EURUSD", -0.4), corr(tenant, "EURUSD", "GBPUSD", 0.7, timeframe="M5")]
+    edges = [
+        corr(tenant, "EURUSD", "GBPUSD", 0.8),
+        corr(tenant, "USDJPY", "EURUSD", -0.4),
+        corr(tenant, "EURUSD", "GBPUSD", 0.7, timeframe="M5"),
+    ]
     signals = [StrategyEdge(tenant, "trend", "EURUSD", 3, "buy", 0.75, 5_000)]
     for _ in range(2):
         await store.upsert_correlations(edges)
@@ -63,11 +74,14 @@ async def test_upsert_twice_is_one_edge(store: FalkorGraphStore, raw: FalkorDB, 
     # the same pair given in the other order, and duplicates within one call
     await store.upsert_correlations([corr(tenant, "GBPUSD", "EURUSD", 0.8)] * 3)
 
-    assert count(raw, tenant, "()-[:CORRELATED]->()") == 3  # one per (pair, timeframe)
-    assert count(raw, tenant, "()-[:SIGNALS]->()") == 1
-    assert count(raw, tenant, "(:Symbol)") == 3
-    assert count(raw, tenant, "(:Strategy)") == 1
+    assert count(raw, tenant, "()-[x:CORRELATED]->()") == 3  # one per (pair, timeframe)
+    assert count(raw, tenant, "()-[x:SIGNALS]->()") == 1
+    assert count(raw, tenant, "(x:Symbol)") == 3
+    assert count(raw, tenant, "(x:Strategy)") == 1
     assert await store.strategies(tenant, "EURUSD") == signals  # absolute values, not incremented
+    # sorted by timeframe, then the other symbol
+    assert await store.correlations(tenant, "EURUSD") == [edges[0], edges[1], edges[2]]
+    assert await store.correlations(tenant, "GBPUSD", timeframe="M5") == [edges[2]]
 
 
 async def test_older_window_never_overwrites_newer(store: FalkorGraphStore, tenant: str) -> None:
@@ -75,11 +89,14 @@ async def test_older_window_never_overwrites_newer(store: FalkorGraphStore, tena
     await store.upsert_correlations([corr(tenant, "EURUSD", "GBPUSD", -0.3, end=1_000, samples=10)])
     assert await store.correlations(tenant, "EURUSD") == [corr(tenant, "EURUSD", "GBPUSD", 0.8, end=2_000, samples=60)]
 
-    await store.upsert_correlations([corr(tenant, "EURUSD", "GBPUSD", 0.7, end=2_000, samples=61)])  # same window: replaces
+    # the same window replaces
+    await store.upsert_correlations([corr(tenant, "EURUSD", "GBPUSD", 0.7, end=2_000, samples=61)])
     assert await store.correlations(tenant, "GBPUSD") == [corr(tenant, "EURUSD", "GBPUSD", 0.7, end=2_000, samples=61)]
 
     # newest first in one call: the older one after it still loses
-    await store.upsert_correlations([corr(tenant, "EURUSD", "GBPUSD", 0.5, end=3_000), corr(tenant, "EURUSD", "GBPUSD", 0.1, end=2_500)])
+    await store.upsert_correlations(
+        [corr(tenant, "EURUSD", "GBPUSD", 0.5, end=3_000), corr(tenant, "EURUSD", "GBPUSD", 0.1, end=2_500)]
+    )
     assert await store.correlations(tenant, "EURUSD") == [corr(tenant, "EURUSD", "GBPUSD", 0.5, end=3_000)]
     assert (await store.neighbors(tenant, "GBPUSD"))[0].weight == 0.5
 
@@ -114,22 +131,36 @@ async def test_strategies_of_a_symbol(store: FalkorGraphStore, tenant: str) -> N
 
 # traversal ------------------------------------------------------------------
 
-#   A ─0.9─ B ─(-0.8)─ C ─0.7─ D          all H1, plus A ─0.99─ D on M5
+#   A ─0.9─ B ─(-0.8)─ C ─0.7─ D          all H1; on M5 also A ─0.99─ D and A ─0.2─ B
 #    ╲                 │
 #     0.3 ─── E ──0.95─┘
 GRAPH = [("A", "B", 0.9), ("B", "C", -0.8), ("C", "D", 0.7), ("A", "E", 0.3), ("E", "C", 0.95)]
+M5 = [("A", "D", 0.99), ("A", "B", 0.2)]
 
 
 @pytest.fixture
 async def shaped(store: FalkorGraphStore, tenant: str) -> str:
-    await store.upsert_correlations([corr(tenant, x, y, w) for x, y, w in GRAPH] + [corr(tenant, "A", "D", 0.99, timeframe="M5")])
+    await store.upsert_correlations(
+        [corr(tenant, x, y, w) for x, y, w in GRAPH] + [corr(tenant, x, y, w, timeframe="M5") for x, y, w in M5]
+    )
     return tenant
 
 
 async def test_neighbors_depth_one(store: FalkorGraphStore, shaped: str) -> None:
-    assert await store.neighbors(shaped, "A", timeframe="H1") == [Neighbor("B", 1, 0.9, "H1", "A"), Neighbor("E", 1, 0.3, "H1", "A")]
-    # every timeframe: the M5 edge too, strongest first
-    assert [n.symbol for n in await store.neighbors(shaped, "A")] == ["D", "B", "E"]
+    assert await store.neighbors(shaped, "A", timeframe="H1") == [
+        Neighbor("B", 1, 0.9, "H1", "A"),
+        Neighbor("E", 1, 0.3, "H1", "A"),
+    ]
+    # every timeframe: the M5 edges too, strongest first; of the two A-B edges the stronger one
+    assert await store.neighbors(shaped, "A") == [
+        Neighbor("D", 1, 0.99, "M5", "A"),
+        Neighbor("B", 1, 0.9, "H1", "A"),
+        Neighbor("E", 1, 0.3, "H1", "A"),
+    ]
+    assert await store.neighbors(shaped, "A", depth=5, timeframe="M5") == [
+        Neighbor("D", 1, 0.99, "M5", "A"),
+        Neighbor("B", 1, 0.2, "M5", "A"),
+    ]
     # C is the b end of B-C and the a end of C-D: edges are undirected
     assert {n.symbol for n in await store.neighbors(shaped, "C")} == {"B", "D", "E"}
     assert await store.neighbors(shaped, "A", min_weight=0.5, timeframe="H1") == [Neighbor("B", 1, 0.9, "H1", "A")]
@@ -158,9 +189,11 @@ async def test_neighbors_depth_two_and_three(store: FalkorGraphStore, shaped: st
 
 async def test_weak_edge_in_the_middle_blocks_the_path(store: FalkorGraphStore, shaped: str) -> None:
     # |B-C| = 0.8 < 0.85: nothing behind it, at any depth
-    assert await store.neighbors(shaped, "A", depth=5, min_weight=0.85, timeframe="H1") == [Neighbor("B", 1, 0.9, "H1", "A")]
+    blocked = await store.neighbors(shaped, "A", depth=5, min_weight=0.85, timeframe="H1")
+    assert blocked == [Neighbor("B", 1, 0.9, "H1", "A")]
     # a strong negative correlation is as strong as a positive one
-    assert [n.symbol for n in await store.neighbors(shaped, "B", depth=5, min_weight=0.8, timeframe="H1")] == ["A", "C", "E"]
+    through_negative = await store.neighbors(shaped, "B", depth=5, min_weight=0.8, timeframe="H1")
+    assert [(n.symbol, n.depth) for n in through_negative] == [("A", 1), ("C", 1), ("E", 2)]
 
 
 async def test_neighbors_of_unknown_things(store: FalkorGraphStore, shaped: str) -> None:
@@ -172,16 +205,22 @@ async def test_neighbors_of_unknown_things(store: FalkorGraphStore, shaped: str)
 
 async def test_tenants_are_isolated(store: FalkorGraphStore, raw: FalkorDB, shaped: str) -> None:
     other = other_tenant()
-    await store.upsert_correlations([corr(other, "A", "Q", 0.9), corr(other, "A", "B", -0.1), corr(other, "B", "C", 0.99)])
+    await store.upsert_correlations(
+        [corr(other, "A", "Q", 0.9), corr(other, "A", "B", -0.1), corr(other, "B", "C", 0.99)]
+    )
     await store.upsert_strategy_edges([StrategyEdge(other, "spy", "A", 99, "sell", 0.1, 1)])
 
     mine = await store.neighbors(shaped, "A", depth=5, timeframe="H1")
     assert {n.symbol for n in mine} == {"B", "C", "D", "E"}
     assert mine[0] == Neighbor("B", 1, 0.9, "H1", "A")
     assert await store.strategies(shaped, "A") == []
-    assert await store.neighbors(other, "A", depth=5) == [Neighbor("Q", 1, 0.9, "H1", "A"), Neighbor("B", 1, -0.1, "H1", "A"), Neighbor("C", 2, 0.99, "H1", "B")]
-    assert count(raw, shaped, "()-[:CORRELATED]->()") == len(GRAPH) + 1
-    assert count(raw, other, "()-[:CORRELATED]->()") == 3
+    assert await store.neighbors(other, "A", depth=5) == [
+        Neighbor("Q", 1, 0.9, "H1", "A"),
+        Neighbor("B", 1, -0.1, "H1", "A"),
+        Neighbor("C", 2, 0.99, "H1", "B"),
+    ]
+    assert count(raw, shaped, "()-[x:CORRELATED]->()") == len(GRAPH) + len(M5)
+    assert count(raw, other, "()-[x:CORRELATED]->()") == 3
 
 
 # names and arguments ----------------------------------------------------------
@@ -204,14 +243,18 @@ NASTY = [
 
 
 async def test_names_with_cypher_special_characters(store: FalkorGraphStore, raw: FalkorDB, tenant: str) -> None:
-    await store.upsert_correlations([corr(tenant, "HUB", name, 0.5 + i / 100) for i, name in enumerate(NASTY)])
+    weights = {name: round(0.5 + i / 100, 2) for i, name in enumerate(NASTY)}  # exact in 15 digits
+    await store.upsert_correlations([corr(tenant, "HUB", name, weight) for name, weight in weights.items()])
     await store.upsert_strategy_edges([StrategyEdge(tenant, name, "HUB", 1, "buy", 0.5, 1) for name in NASTY])
 
-    assert count(raw, tenant, "(:Symbol)") == len(NASTY) + 1
+    assert count(raw, tenant, "(x:Symbol)") == len(NASTY) + 1
     assert {n.symbol for n in await store.neighbors(tenant, "HUB")} == set(NASTY)
     assert {e.strategy for e in await store.strategies(tenant, "HUB")} == set(NASTY)
     for name in NASTY:
-        assert await store.neighbors(tenant, name, timeframe="H1", depth=1) == [Neighbor("HUB", 1, pytest.approx(0.5 + NASTY.index(name) / 100), "H1", name)]
+        assert await store.neighbors(tenant, name, depth=2) == [Neighbor("HUB", 1, weights[name], "H1", name)] + [
+            Neighbor(other, 2, weight, "H1", "HUB") for other, weight in sorted(weights.items(), key=lambda kv: -kv[1])
+            if other != name
+        ]
 
 
 @pytest.mark.parametrize(
@@ -263,7 +306,8 @@ def test_bad_edges_name_the_field(tenant: str, make, parameter: str) -> None:
 
 
 def test_between_orders_the_pair(tenant: str) -> None:
-    assert CorrelationEdge.between(tenant, "US30+", "#AAPL", "H1", -0.5, 1, 2) == CorrelationEdge(tenant, "#AAPL", "US30+", "H1", -0.5, 1, 2)
+    edge = CorrelationEdge.between(tenant, "US30+", "#AAPL", "H1", -0.5, 1, 2)
+    assert edge == CorrelationEdge(tenant, "#AAPL", "US30+", "H1", -0.5, 1, 2)
 
 
 # lifecycle ------------------------------------------------------------------

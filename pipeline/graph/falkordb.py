@@ -14,8 +14,14 @@ no query can reach another tenant's data. In each graph:
 Writes are ``UNWIND $rows AS r MERGE ...`` batches: nodes and edges are
 ``MERGE``d on their keys, then the values are ``SET`` only when the row wins
 the newer-wins rule of :class:`~pipeline.graph.base.GraphStore`. FalkorDB runs
-the write queries of one graph one at a time, so each batch is atomic and
-concurrent writers cannot create duplicate nodes or edges.
+the write queries of one graph one at a time and applies each as a whole (up
+to :data:`ROWS_PER_QUERY` rows), so concurrent writers cannot create duplicate
+nodes or edges, and the compare and the write of an edge are one step.
+
+The indexes are ensured once per graph per process (per ``start``): if the
+server restarts empty (the local stack keeps no data on disk), graphs that
+writes re-create have no index until the store is started again; queries stay
+correct, only slower.
 
 Every value goes in as a query parameter. FalkorDB has no binary parameters:
 the client renders them into a ``CYPHER name=value ...`` header in front of
@@ -25,10 +31,12 @@ backticks, braces or newlines round-trip unchanged (tests/test_graph.py).
 FalkorDB quirks met here (server 4.16.3, client 1.8.1):
 
 * A variable-length pattern (``-[:CORRELATED*1..D]-``) enumerates every trail:
-  on 50 fully correlated symbols depth 2 took 8 ms, depth 3 0.3 s, and each
-  further hop multiplies that by ~47 (depth 5: about ten minutes). :meth:`FalkorGraphStore._neighbors` therefore runs a
-  breadth-first search, one single-hop query per level (at most 5), which
-  also gives "fewest hops" directly.
+  on 50 fully correlated symbols depth 2 took 8 ms, depth 3 0.45 s, depth 4
+  16 s (each hop multiplies the trails by ~47; depth 5 would take minutes).
+  :meth:`FalkorGraphStore._neighbors` therefore runs a breadth-first search,
+  one single-hop query per level (at most 5), which also gives "fewest hops"
+  directly, and keeps the depth out of the query text (Cypher cannot take a
+  path length as a parameter).
 * Rows of one ``UNWIND`` batch that ``MERGE`` the same edge do not see each
   other's conditional ``SET`` in order (the later row's update was lost), so
   the base class sends at most one row per identity.
@@ -36,6 +44,9 @@ FalkorDB quirks met here (server 4.16.3, client 1.8.1):
   fails with "Invalid graph operation on empty key": reads of a tenant with no
   graph yet return ``[]``. ``CREATE INDEX`` has no ``IF NOT EXISTS`` and
   fails with "... is already indexed" when the index exists.
+* ``count(*)`` over an edge pattern counts connected node *pairs*: parallel
+  edges (one pair on two timeframes) count once, while ``count(e)`` and rows
+  that return ``e``'s properties see every edge. Nothing here counts edges.
 * Doubles come back rendered with 15 significant digits (they are stored
   exactly): a weight can read back differing from the written one in the 16th
   digit.
@@ -202,27 +213,31 @@ class FalkorGraphStore(GraphStore):
     async def _upsert_correlations(self, edges: list[CorrelationEdge]) -> None:
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for e in edges:
-            rows[e.tenant].append({
-                "a": e.a,
-                "b": e.b,
-                "timeframe": e.timeframe,
-                "weight": float(e.weight),
-                "window_end_ms": int(e.window_end_ms),
-                "samples": int(e.samples),
-            })  # fmt: skip
+            rows[e.tenant].append(
+                {
+                    "a": e.a,
+                    "b": e.b,
+                    "timeframe": e.timeframe,
+                    "weight": float(e.weight),
+                    "window_end_ms": int(e.window_end_ms),
+                    "samples": int(e.samples),
+                }
+            )
         await self._write(UPSERT_CORRELATIONS, rows)
 
     async def _upsert_strategy_edges(self, edges: list[StrategyEdge]) -> None:
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for e in edges:
-            rows[e.tenant].append({
-                "strategy": e.strategy,
-                "symbol": e.symbol,
-                "signals": int(e.signals),
-                "last_action": e.last_action,
-                "mean_confidence": float(e.mean_confidence),
-                "last_time_ms": int(e.last_time_ms),
-            })  # fmt: skip
+            rows[e.tenant].append(
+                {
+                    "strategy": e.strategy,
+                    "symbol": e.symbol,
+                    "signals": int(e.signals),
+                    "last_action": e.last_action,
+                    "mean_confidence": float(e.mean_confidence),
+                    "last_time_ms": int(e.last_time_ms),
+                }
+            )
         await self._write(UPSERT_STRATEGY_EDGES, rows)
 
     async def _neighbors(

@@ -15,12 +15,15 @@ Contracts beyond :class:`VectorStore`:
 - An upsert is one statement over ``unnest`` of arrays (one round trip per
   batch, atomic). A row whose values would not change is not rewritten, so a
   redelivered batch costs no index maintenance.
-- A search runs in one transaction: first through the HNSW index with
-  pgvector's iterative scan (``hnsw.iterative_scan = relaxed_order``, so
-  rows filtered out by tenant or filters do not eat into ``k``), re-ordered
-  by exact distance; if that returns fewer than ``k`` rows (the scan gives up
-  after ``hnsw.max_scan_tuples``, e.g. when other tenants hold the vectors
-  nearest to the query), the exact search (no HNSW) answers instead.
+- A search runs in one transaction and is planned for its actual parameters
+  (``plan_cache_mode = force_custom_plan``, never a cached generic plan), so
+  PostgreSQL picks per query: the btree plus an exact sort when the tenant's
+  matching rows are few, else the HNSW index with pgvector's iterative scan
+  (``hnsw.iterative_scan = relaxed_order``, so rows filtered out by tenant or
+  filters do not eat into ``k``), re-ordered by exact distance. If that
+  returns fewer than ``k`` rows (the iterative scan gives up after
+  ``hnsw.max_scan_tuples``, e.g. when other tenants hold the vectors nearest
+  to the query), the same query runs again without index scans, which is exact.
 - SQL is parameterized; the only text put into it is the table name
   (validated at construction) and the dimension (an int).
 """
@@ -129,10 +132,6 @@ class PgVectorStore(VectorStore):
     def dimension(self) -> int:
         return self._dimension
 
-    @property
-    def table(self) -> str:
-        return self._table
-
     async def start(self) -> None:
         if self._pool is not None:
             return
@@ -235,7 +234,8 @@ class PgVectorStore(VectorStore):
         async with self._started().acquire() as conn, conn.transaction():
             await conn.execute(
                 "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-                " set_config('hnsw.ef_search', $1, true)",
+                " set_config('hnsw.ef_search', $1, true),"
+                " set_config('plan_cache_mode', 'force_custom_plan', true)",
                 str(max(DEFAULT_EF_SEARCH, k)),
             )
             rows = await conn.fetch(self._search_sql, *args)

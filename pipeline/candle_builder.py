@@ -1,0 +1,148 @@
+"""Candles computed from the stored, deduplicated ticks, at checkpoint time.
+
+The candle agent only decides *which* bars closed or were amended (see
+pipeline.bar_clock); this sink computes them. It is flushed after the ticks
+sink, so every tick of a closed bar is already in ClickHouse, and it computes
+each bar with one aggregation over ``ticks FINAL``. So a bar is a pure
+function of the ticks stored for its window: redelivery, a restart or a replay
+recompute the same bar, and the upsert (ReplacingMergeTree keyed by the bar's
+identity, version = tick count) keeps one row per bar. Each computed bar is
+also published to ``candles.v1`` and handed to the listeners (patterns,
+correlations) that derive from closed bars.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Protocol, Sequence
+
+import msgspec
+
+from pipeline.analytics import AnalyticsStore
+from pipeline.analytics_tables import CANDLES_COLUMNS
+from pipeline.bar_clock import BarWindow
+from pipeline.schemas import Candle
+from pipeline.sinks.base import Sink
+from pipeline.sinks.topic import TopicPublisher
+from pipeline.timeframes import Timeframe
+
+CANDLES_TOPIC = "candles.v1"
+
+# One row per bar of the given series within [lo, hi). Ties in time are broken by
+# the source position so that open/close are deterministic.
+BARS_SQL = """
+SELECT tenant, broker, symbol,
+       intDiv(toUnixTimestamp64Milli(time), {tf:Int64}) * {tf:Int64} AS start_ms,
+       argMin(mid, (time, src_partition, src_offset)) AS open,
+       max(mid) AS high,
+       min(mid) AS low,
+       argMax(mid, (time, src_partition, src_offset)) AS close,
+       argMax(bid, (time, src_partition, src_offset)) AS bid_close,
+       argMax(ask, (time, src_partition, src_offset)) AS ask_close,
+       avg(spread) AS spread_avg,
+       min(spread) AS spread_min,
+       max(spread) AS spread_max,
+       count() AS ticks,
+       sum(volume) AS volume,
+       sum(volume_real) AS volume_real
+FROM (
+    SELECT tenant, broker, symbol, time, bid, ask, spread, volume, volume_real, src_partition, src_offset,
+           (bid + ask) / 2 AS mid
+    FROM {db}.ticks FINAL
+    WHERE (tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}
+      AND time >= fromUnixTimestamp64Milli({lo:Int64}) AND time < fromUnixTimestamp64Milli({hi:Int64})
+)
+GROUP BY tenant, broker, symbol, start_ms
+"""
+
+
+class BarListener(Protocol):
+    """Something derived from closed bars (patterns, correlations)."""
+
+    def add_bars(self, bars: Sequence[Candle]) -> None: ...
+
+
+_encoder = msgspec.json.Encoder()
+
+
+class CandleBuilder(Sink):
+    def __init__(
+        self,
+        store: AnalyticsStore,
+        publisher: TopicPublisher,
+        timeframes: Iterable[Timeframe],
+        listeners: Sequence[BarListener] = (),
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._timeframes = {tf.name: tf for tf in timeframes}
+        self._listeners = list(listeners)
+        self._pending: set[BarWindow] = set()
+
+    @property
+    def name(self) -> str:
+        return "candles"
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def add_listener(self, listener: BarListener) -> None:
+        self._listeners.append(listener)
+
+    def add(self, windows: Iterable[BarWindow]) -> None:
+        """Bars to (re)compute at the next flush."""
+        self._pending.update(windows)
+
+    async def flush(self) -> None:
+        """Compute, store, publish and hand on every pending bar. Idempotent; keeps the
+        pending set until everything succeeded, so a failed flush is retried whole."""
+        if not self._pending:
+            return
+        bars: list[Candle] = []
+        by_timeframe: dict[str, list[BarWindow]] = defaultdict(list)
+        for window in self._pending:
+            by_timeframe[window.timeframe].append(window)
+        for name, windows in by_timeframe.items():
+            bars += await self.compute(self._timeframes[name], windows)
+        if bars:
+            await self._store.insert_columns("candles", CANDLES_COLUMNS, _columns(bars))
+            for bar in bars:
+                await self._publisher.add(CANDLES_TOPIC, bar.key.encode(), _encoder.encode(bar))
+            for listener in self._listeners:
+                listener.add_bars(bars)
+        self._pending.clear()
+
+    async def compute(self, timeframe: Timeframe, windows: Sequence[BarWindow]) -> list[Candle]:
+        """The bars of ``windows`` (one timeframe) from the stored ticks; windows without ticks give none."""
+        wanted = {(w.tenant, w.broker, w.symbol, w.start_ms) for w in windows}
+        series = sorted({(w.tenant, w.broker, w.symbol) for w in windows})
+        lo = min(w.start_ms for w in windows)
+        hi = max(w.start_ms for w in windows) + timeframe.ms
+        _, rows = await self._store.query(
+            BARS_SQL.replace("{db}", self._store.database),
+            {"tf": timeframe.ms, "series": series, "lo": lo, "hi": hi},
+        )
+        bars = []
+        for row in rows:
+            tenant, broker, symbol, start_ms = row[0], row[1], row[2], int(row[3])
+            if (tenant, broker, symbol, start_ms) not in wanted:
+                continue
+            bars.append(Candle(
+                v=1, tenant=tenant, broker=broker, symbol=symbol, timeframe=timeframe.name,
+                start_ms=start_ms, end_ms=start_ms + timeframe.ms,
+                open=row[4], high=row[5], low=row[6], close=row[7], bid_close=row[8], ask_close=row[9],
+                spread_avg=row[10], spread_min=row[11], spread_max=row[12],
+                ticks=int(row[13]), volume=int(row[14]), volume_real=float(row[15]),
+            ))
+        return bars
+
+
+def _columns(bars: Sequence[Candle]) -> list[list]:
+    return [
+        [b.tenant for b in bars], [b.broker for b in bars], [b.symbol for b in bars], [b.timeframe for b in bars],
+        [b.start_ms for b in bars], [b.end_ms for b in bars], [b.open for b in bars], [b.high for b in bars],
+        [b.low for b in bars], [b.close for b in bars], [b.bid_close for b in bars], [b.ask_close for b in bars],
+        [b.spread_avg for b in bars], [b.spread_min for b in bars], [b.spread_max for b in bars],
+        [b.ticks for b in bars], [b.volume for b in bars], [b.volume_real for b in bars],
+    ]
