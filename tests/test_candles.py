@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from pipeline.producer import encode_tick
 from pipeline.sql_client import worker_query
 from tests.test_ticks_pipeline import produce
 from tests.waiting import wait_until
@@ -126,10 +127,13 @@ def test_candles_match_pandas_amend_late_tick_and_replay_adds_nothing(stack_sett
     # replaying every tick again changes nothing and adds no bar
     rows_before = raw_candle_rows(worker, tenant)
     asyncio.run(produce(stack_settings, ticks + [late]))
-    marker = dict(tenant=tenant, broker="demo", symbol="MARK", time_msc=T0, bid=1.0, ask=1.1)
-    asyncio.run(produce(stack_settings, [marker]))
+    # markers on the partitions of both series: stored only after the replayed ticks before them
+    markers = [(f"{tenant}:demo:{symbol}".encode(),
+                encode_tick(tenant=tenant, broker="demo", symbol=f"MARK{symbol}", time_msc=T0, bid=1.0, ask=1.1))
+               for symbol in ("EURUSD", "XAUUSD")]
+    asyncio.run(produce(stack_settings, [], raw=markers))
     wait_until(lambda: orjson.loads(worker_query(worker.settings,
-               f"SELECT count() AS n FROM tickwire.ticks FINAL WHERE tenant = '{tenant}'")[0])["n"] == len(ticks) + 2,
+               f"SELECT count() AS n FROM tickwire.ticks FINAL WHERE tenant = '{tenant}'")[0])["n"] == len(ticks) + 3,
                timeout_s=30, what="the replay to be consumed")
     assert raw_candle_rows(worker, tenant) == rows_before
     assert_bars_equal(stored_bars(worker, tenant, "1m"), reference_after)

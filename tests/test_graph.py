@@ -17,8 +17,8 @@ import redis.exceptions
 from falkordb import FalkorDB
 
 from pipeline.config import Settings
-from pipeline.graph import CorrelationEdge, FalkorGraphStore, Neighbor, StrategyEdge
-from pipeline.graph.falkordb import graph_name
+from pipeline.graph import CorrelationEdge, Neighbor, StrategyEdge
+from pipeline.graph.falkordb import FalkorGraphStore, graph_name
 
 pytestmark = pytest.mark.stack
 

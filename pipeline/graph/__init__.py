@@ -1,10 +1,12 @@
 """The graph role: symbol correlation edges and strategy→symbol edges, per tenant.
 
-:class:`GraphStore` (in :mod:`pipeline.graph.base`) is the contract agents and
-the query API use; :class:`FalkorGraphStore` is the local stack's backend.
+:class:`GraphStore` (:mod:`pipeline.graph.base`) is the contract that agents and
+the query API use. Backends live in their own modules and are imported from
+there, so this package needs no backend's client: the local stack's is
+:class:`pipeline.graph.falkordb.FalkorGraphStore` (``falkordb`` is in the
+``local`` extra).
 """
 
 from pipeline.graph.base import CorrelationEdge, GraphStore, Neighbor, StrategyEdge
-from pipeline.graph.falkordb import FalkorGraphStore
 
-__all__ = ["CorrelationEdge", "FalkorGraphStore", "GraphStore", "Neighbor", "StrategyEdge"]
+__all__ = ["CorrelationEdge", "GraphStore", "Neighbor", "StrategyEdge"]
