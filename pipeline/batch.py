@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator, Generic, TypeVar
 
 import msgspec
@@ -22,16 +22,12 @@ from pipeline.codec import RawRecord
 T = TypeVar("T", bound=msgspec.Struct)
 
 
-@dataclass(eq=False)
-class RecordBatch(Generic[T]):
-    topic: str
-    partition: int
-    #: the valid records of the batch with their decoded messages, in offset order
-    messages: list[tuple[RawRecord, T]]
-    #: offset to commit once this batch is durably in every sink
-    next_offset: int
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    _waiting: int = 0
+class Handoff:
+    """Something handed to one or more agents; :attr:`done` resolves when all have processed it."""
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting = 0
 
     def expect(self, consumers: int) -> None:
         """Declare how many agents will process this batch before it is sent to them."""
@@ -40,7 +36,7 @@ class RecordBatch(Generic[T]):
             self.done.set_result(None)
 
     @asynccontextmanager
-    async def processing(self) -> AsyncIterator[RecordBatch[T]]:
+    async def processing(self) -> AsyncIterator[Handoff]:
         """One agent's processing of the batch; resolves :attr:`done` after the last agent."""
         try:
             yield self
@@ -51,3 +47,18 @@ class RecordBatch(Generic[T]):
         self._waiting -= 1
         if self._waiting <= 0 and not self.done.done():
             self.done.set_result(None)
+
+
+@dataclass(eq=False)
+class RecordBatch(Handoff, Generic[T]):
+    """Decoded records of one topic-partition from one fetch."""
+
+    topic: str
+    partition: int
+    #: the valid records of the batch with their decoded messages, in offset order
+    messages: list[tuple[RawRecord, T]]
+    #: offset to commit once this batch is durably in every sink
+    next_offset: int
+
+    def __post_init__(self) -> None:
+        Handoff.__init__(self)

@@ -7,20 +7,24 @@ each bar with one aggregation over ``ticks FINAL``. So a bar is a pure
 function of the ticks stored for its window: redelivery, a restart or a replay
 recompute the same bar, and the upsert (ReplacingMergeTree keyed by the bar's
 identity, version = tick count) keeps one row per bar. Each computed bar is
-also published to ``candles.v1`` and handed to the listeners (patterns,
-correlations) that derive from closed bars.
+also published to ``candles.v1`` and handed, as a :class:`BarBatch` on a Faust
+channel, to the agents that derive from closed bars (patterns, correlations);
+the flush returns once they have taken the bars into their own sinks, which
+the checkpoint flushes next.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Sequence
 
+import faust
 import msgspec
 
 from pipeline.analytics import AnalyticsStore
 from pipeline.analytics_tables import CANDLES_COLUMNS
 from pipeline.bar_clock import BarWindow
+from pipeline.batch import Handoff
 from pipeline.schemas import Candle
 from pipeline.sinks.base import Sink
 from pipeline.sinks.topic import TopicPublisher
@@ -56,10 +60,12 @@ GROUP BY tenant, broker, symbol, start_ms
 """
 
 
-class BarListener(Protocol):
-    """Something derived from closed bars (patterns, correlations)."""
+class BarBatch(Handoff):
+    """Bars computed in one flush, handed to the agents that derive from closed bars."""
 
-    def add_bars(self, bars: Sequence[Candle]) -> None: ...
+    def __init__(self, bars: list[Candle]) -> None:
+        super().__init__()
+        self.bars = bars
 
 
 _encoder = msgspec.json.Encoder()
@@ -71,12 +77,11 @@ class CandleBuilder(Sink):
         store: AnalyticsStore,
         publisher: TopicPublisher,
         timeframes: Iterable[Timeframe],
-        listeners: Sequence[BarListener] = (),
     ) -> None:
         self._store = store
         self._publisher = publisher
         self._timeframes = {tf.name: tf for tf in timeframes}
-        self._listeners = list(listeners)
+        self._channels: list[faust.ChannelT] = []
         self._pending: set[BarWindow] = set()
 
     @property
@@ -87,8 +92,11 @@ class CandleBuilder(Sink):
     def pending(self) -> int:
         return len(self._pending)
 
-    def add_listener(self, listener: BarListener) -> None:
-        self._listeners.append(listener)
+    def bar_channel(self, app: faust.App) -> faust.ChannelT:
+        """A new channel on which one agent receives every flush's bars as a :class:`BarBatch`."""
+        channel = app.channel(maxsize=8)
+        self._channels.append(channel)
+        return channel
 
     def add(self, windows: Iterable[BarWindow]) -> None:
         """Bars to (re)compute at the next flush."""
@@ -109,9 +117,19 @@ class CandleBuilder(Sink):
             await self._store.insert_columns("candles", CANDLES_COLUMNS, _columns(bars))
             for bar in bars:
                 await self._publisher.add(CANDLES_TOPIC, bar.key.encode(), _encoder.encode(bar))
-            for listener in self._listeners:
-                listener.add_bars(bars)
+            await self._hand_on(bars)
         self._pending.clear()
+
+    async def _hand_on(self, bars: list[Candle]) -> None:
+        """Give ``bars`` to every bar agent and wait until each has taken them into its sink."""
+        handoffs = []
+        for channel in self._channels:
+            handoff = BarBatch(bars)
+            handoff.expect(1)
+            await channel.send(value=handoff)
+            handoffs.append(handoff)
+        for handoff in handoffs:
+            await handoff.done
 
     async def compute(self, timeframe: Timeframe, windows: Sequence[BarWindow]) -> list[Candle]:
         """The bars of ``windows`` (one timeframe) from the stored ticks; windows without ticks give none."""

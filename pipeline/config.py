@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     # derived streams
     candle_timeframes: str = Field("1m,5m,1h", description="Comma-separated bar lengths (s, m, h, d).")
     candle_lateness_ms: int = Field(5_000, ge=0, description="A late tick this close to the watermark amends its bar.")
+    pattern_horizon_bars: int = Field(5, ge=1, le=1000, description="Forward return horizon of a pattern, in bars.")
 
     @field_validator("broker_url")
     @classmethod

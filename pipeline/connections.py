@@ -10,6 +10,7 @@ from mode import Service
 
 from pipeline.analytics import AnalyticsStore
 from pipeline.config import Settings
+from pipeline.roles import make_graph_store, make_vector_store
 
 log = logging.getLogger("tickwire.connections")
 
@@ -27,11 +28,13 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 class Connections(Service):
-    """Analytics store, cache client and producer. Started before the source, stopped after it."""
+    """Analytics, cache, vector and graph stores, and the producer. Started before the source, stopped after it."""
 
     def __init__(self, settings: Settings, **kwargs: object) -> None:
         self.settings = settings
         self.analytics = AnalyticsStore(settings)
+        self.vectors = make_vector_store(settings)
+        self.graph = make_graph_store(settings)
         self.cache = redis.Redis.from_url(settings.cache_url, socket_timeout=5, socket_connect_timeout=5)
         self._producer: AIOKafkaProducer | None = None
         super().__init__(**kwargs)
@@ -45,12 +48,16 @@ class Connections(Service):
 
     async def on_start(self) -> None:
         await self.analytics.migrate()
+        await self.vectors.start()
+        await self.graph.start()
         self._producer = make_producer(self.settings)
         await self._producer.start()
-        log.info("connected: analytics %s, cache, broker", "in-process (chDB)" if self.analytics.in_process else "server")
+        log.info("connected: analytics %s, cache, vectors, graph, broker", "in-process (chDB)" if self.analytics.in_process else "server")
 
     async def on_stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
         await self.cache.aclose()
+        await self.vectors.close()
+        await self.graph.close()
         await self.analytics.close()

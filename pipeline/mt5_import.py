@@ -33,13 +33,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, TypedDict
+from typing import BinaryIO, NamedTuple, TypedDict
 
 from pipeline import schemas
 from pipeline.producer import MT5Producer
 from pipeline.schemas import TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_LAST, TICK_FLAG_VOLUME
 
 REQUIRED_COLUMNS = ("DATE", "TIME", "BID", "ASK")
+OPTIONAL_COLUMNS = ("LAST", "VOLUME", "FLAGS")
 MAX_UTC_OFFSET_HOURS = 14.0
 MAX_TIME_MSC = 4_102_444_800_000
 MAX_PRICE = 1e9
@@ -54,7 +55,7 @@ _DAY_MS = 86_400_000
 
 
 class MT5FileError(ValueError):
-    """The file as a whole is not an MT5 tick export (bad header, empty, unknown encoding)."""
+    """The file as a whole is not an MT5 tick export (empty, or a header without the tick columns)."""
 
 
 class TickFields(TypedDict):
@@ -92,6 +93,17 @@ def detect_encoding(head: bytes) -> str:
     return "utf-8"
 
 
+class _Row(NamedTuple):
+    """The cells of one line as values; None where a cell is empty (unchanged) or the column absent."""
+
+    time_msc: int
+    bid: float | None
+    ask: float | None
+    last: float | None
+    volume_real: float | None
+    flags: int | None
+
+
 class MT5TickReader:
     """An open MT5 tick export: iterate for :class:`TickFields` and :class:`SkippedLine` in file order.
 
@@ -108,10 +120,12 @@ class MT5TickReader:
             self.encoding = detect_encoding(self._raw.read(4))
             self._raw.seek(0)
             self._text = io.TextIOWrapper(self._raw, encoding=self.encoding, errors="replace", newline=None)
-            self._columns = _header_columns(self._text.readline())
+            names = _header_names(self._text.readline())
         except BaseException:
             self._raw.close()
             raise
+        self._width = len(names)
+        self._index = [names.index(n) if n in names else None for n in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)]
         self._day_ms: dict[str, int] = {}
 
     @property
@@ -120,44 +134,42 @@ class MT5TickReader:
         return self._raw.tell()
 
     def __iter__(self) -> Iterator[TickFields | SkippedLine]:
-        col = self._columns
-        i_date, i_time, i_bid, i_ask = (col[name] for name in REQUIRED_COLUMNS)
-        i_last, i_volume, i_flags = col.get("LAST"), col.get("VOLUME"), col.get("FLAGS")
-        width = len(col)
         bid: float | None = None
         ask: float | None = None
         last = 0.0
         for number, line in enumerate(self._text, start=2):
-            line = line.rstrip("\r\n")
             if not line.strip():
                 continue
-            cells = line.split("\t")
-            if len(cells) > width:
-                yield SkippedLine(number, f"{len(cells)} columns, the header has {width}")
-                continue
-            cells += [""] * (width - len(cells))
             try:
-                time_msc = self._time_msc(cells[i_date], cells[i_time])
-                new_bid = _price("BID", cells[i_bid])
-                new_ask = _price("ASK", cells[i_ask])
-                new_last = _price("LAST", cells[i_last]) if i_last is not None else None
-                volume_real = _volume(cells[i_volume]) if i_volume is not None else None
-                flags = _flags(cells[i_flags]) if i_flags is not None else None
+                row = self._parse(line.rstrip("\r\n").split("\t"))
             except _BadCell as exc:
                 yield SkippedLine(number, str(exc))
                 continue
-            bid = new_bid if new_bid is not None else bid
-            ask = new_ask if new_ask is not None else ask
-            last = new_last if new_last is not None else last
+            bid = row.bid if row.bid is not None else bid
+            ask = row.ask if row.ask is not None else ask
+            last = row.last if row.last is not None else last
             if bid is None or ask is None:
                 missing = "BID" if bid is None else "ASK"
                 yield SkippedLine(number, f"no {missing} known yet (MT5 leaves unchanged sides empty)")
                 continue
-            if flags is None:
-                flags = _derived_flags(new_bid, new_ask, new_last, volume_real)
-            volume_real = volume_real or 0.0
-            yield TickFields(time_msc=time_msc, bid=bid, ask=ask, last=last, volume=int(volume_real),
+            volume_real = row.volume_real or 0.0
+            flags = row.flags if row.flags is not None else _derived_flags(row)
+            yield TickFields(time_msc=row.time_msc, bid=bid, ask=ask, last=last, volume=int(volume_real),
                              volume_real=volume_real, flags=flags)
+
+    def _parse(self, cells: list[str]) -> _Row:
+        if len(cells) > self._width:
+            raise _BadCell(f"{len(cells)} columns, the header has {self._width}")
+        cells += [""] * (self._width - len(cells))
+        i_date, i_time, i_bid, i_ask, i_last, i_volume, i_flags = self._index
+        return _Row(
+            time_msc=self._time_msc(cells[i_date], cells[i_time]),
+            bid=_price("BID", cells[i_bid]),
+            ask=_price("ASK", cells[i_ask]),
+            last=_price("LAST", cells[i_last]) if i_last is not None else None,
+            volume_real=_volume(cells[i_volume]) if i_volume is not None else None,
+            flags=_flags(cells[i_flags]) if i_flags is not None else None,
+        )
 
     def _time_msc(self, date_text: str, time_text: str) -> int:
         day_ms = self._day_ms.get(date_text)
@@ -197,7 +209,7 @@ def utc_offset_ms(hours: float) -> int:
     return round(hours * 3_600_000)
 
 
-def _header_columns(header: str) -> dict[str, int]:
+def _header_names(header: str) -> list[str]:
     if not header.strip():
         raise MT5FileError("the file is empty (expected an MT5 tick export header)")
     names = [cell.strip().strip("<>").upper() for cell in header.rstrip("\r\n").split("\t")]
@@ -207,7 +219,7 @@ def _header_columns(header: str) -> dict[str, int]:
             f"not an MT5 tick export: the tab-separated header lacks {', '.join(f'<{m}>' for m in missing)} "
             f"(got {header.strip()[:120]!r})"
         )
-    return {name: index for index, name in enumerate(names)}
+    return names
 
 
 def _parse_day_ms(text: str) -> int:
@@ -274,9 +286,11 @@ def _flags(text: str) -> int | None:
     return value
 
 
-def _derived_flags(bid: float | None, ask: float | None, last: float | None, volume: float | None) -> int:
-    return ((TICK_FLAG_BID if bid is not None else 0) | (TICK_FLAG_ASK if ask is not None else 0)
-            | (TICK_FLAG_LAST if last is not None else 0) | (TICK_FLAG_VOLUME if volume is not None else 0))
+def _derived_flags(row: _Row) -> int:
+    """The TICK_FLAG_* bits of the cells a row has filled."""
+    filled = ((row.bid, TICK_FLAG_BID), (row.ask, TICK_FLAG_ASK), (row.last, TICK_FLAG_LAST),
+              (row.volume_real, TICK_FLAG_VOLUME))
+    return sum(flag for value, flag in filled if value is not None)
 
 
 @dataclass(frozen=True)

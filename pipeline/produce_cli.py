@@ -33,13 +33,19 @@ from pipeline.simulator import (
 T = TypeVar("T")
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 #: How many skipped lines the import summary lists (the report keeps more).
 SHOWN_SKIPS = 10
 
 
+def _say(message: str) -> None:
+    """Print a summary line as is (no markup, no wrapping)."""
+    console.print(Text(message), soft_wrap=True)
+
+
 def _fail(message: str, code: int) -> click.exceptions.Exit:
+    """Print ``message`` to stderr; the exception to raise to exit with ``code``."""
     err_console.print(Text(message, style="red"))
     return click.exceptions.Exit(code)
 
@@ -67,12 +73,12 @@ def _produce(settings: Settings, work: Callable[[MT5Producer], Awaitable[T]]) ->
         return asyncio.run(main())
     except KeyboardInterrupt:
         raise _fail("interrupted; what was sent before may or may not have reached the broker", 130) from None
-    except (KafkaError, OSError) as exc:
+    except KafkaError as exc:
         raise _fail(f"broker {settings.broker_url}: {type(exc).__name__}: {exc}", 1) from None
 
 
 def _progress(*columns: TextColumn) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), *columns, TimeElapsedColumn(),
+    return Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), *columns, TimeElapsedColumn(),
                     TimeRemainingColumn(), console=console)
 
 
@@ -97,8 +103,8 @@ def simulate(rate: float, duration: float, tenants: str, brokers: str, symbols: 
         err_console.print(f"[yellow]note: {config.ticks_per_key_per_s:,.0f} ticks/s per key; tick times "
                           f"(whole ms, increasing per key) will run ahead of the clock[/yellow]")
     report = _produce(settings, lambda producer: _simulate(producer, config))
-    console.print(f"simulated {report.ticks:,} ticks and {report.signals:,} signals for {len(config.keys)} keys "
-                  f"in {report.seconds:.1f} s ({report.rate:,.0f} ticks/s) to {settings.broker_url}")
+    _say(f"simulated {report.ticks:,} ticks and {report.signals:,} signals for {len(config.keys)} keys "
+         f"in {report.seconds:.1f} s ({report.rate:,.0f} ticks/s) to {settings.broker_url}")
 
 
 async def _simulate(producer: MT5Producer, config: SimulationConfig) -> SimulationReport:
@@ -134,12 +140,12 @@ def import_mt5(file: Path, tenant: str, broker: str, symbol: str, utc_offset: fl
         raise _fail(f"{file}: {exc}", 2) from None
     settings = _settings()
     report = _produce(settings, lambda producer: _import(producer, file, tenant, broker, symbol, utc_offset))
-    console.print(f"imported {report.ticks:,} ticks of {tenant}:{broker}:{symbol} from {file} ({report.encoding}) "
-                  f"in {report.seconds:.1f} s ({report.rate:,.0f} ticks/s); skipped {report.skipped:,} lines")
+    _say(f"imported {report.ticks:,} ticks of {tenant}:{broker}:{symbol} from {file} ({report.encoding}) "
+         f"in {report.seconds:.1f} s ({report.rate:,.0f} ticks/s); skipped {report.skipped:,} lines")
     for skip in report.skipped_lines[:SHOWN_SKIPS]:
-        console.print(Text(f"  line {skip.line}: {skip.reason}"))
+        _say(f"  line {skip.line}: {skip.reason}")
     if report.skipped > SHOWN_SKIPS:
-        console.print(f"  ... and {report.skipped - SHOWN_SKIPS:,} more")
+        _say(f"  ... and {report.skipped - SHOWN_SKIPS:,} more")
     if report.ticks == 0:
         raise _fail("no tick was imported", 1)
 

@@ -108,7 +108,7 @@ _ACTION_TEXT = {"buy": "turned bullish", "sell": "turned bearish", "close": "tar
 _SL_TICKS = 50.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class SimulationConfig:
     """What to simulate; invalid values raise ``ValueError`` naming the field.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.analytics_tables import TICKS_COLUMNS
 from pipeline.candle_builder import CandleBuilder
 from pipeline.config import Settings
+from pipeline.pattern_builder import PatternBuilder
 from pipeline.connections import Connections
 from pipeline.sinks.clickhouse import AnalyticsTableSink
 from pipeline.sinks.hotcache import HotTickCache
@@ -21,3 +22,6 @@ class WorkerSinks:
         self.topics: TopicPublisher = source.publisher
         # flushed after the ticks sink: bars are computed from stored ticks
         self.candles = source.add_sink(CandleBuilder(connections.analytics, self.topics, settings.timeframes))
+        # flushed after candles: they derive from stored closed bars
+        self.patterns = source.add_sink(PatternBuilder(
+            connections.analytics, connections.vectors, settings.timeframes, settings.pattern_horizon_bars))
