@@ -7,6 +7,8 @@ row for any query that reads with ``FINAL`` (all of tickwire's queries do).
 ``candles`` identity: tenant, broker, symbol, timeframe, start; the version
 is ``ticks``, so an amended bar (more ticks) wins over the bar it amends.
 
+``signals`` identity: tenant, id (a resent signal is the same signal).
+
 ``ticks`` identity: tenant, broker, symbol, time, bid, ask, last, volume,
 volume_real, flags (the whole MqlTick): two byte-identical ticks of one symbol
 in the same millisecond are one tick.
@@ -23,6 +25,12 @@ TICKS_COLUMNS = (
 CANDLES_COLUMNS = (
     "tenant", "broker", "symbol", "timeframe", "start", "end", "open", "high", "low", "close",
     "bid_close", "ask_close", "spread_avg", "spread_min", "spread_max", "ticks", "volume", "volume_real",
+)
+
+
+SIGNALS_COLUMNS = (
+    "tenant", "id", "broker", "strategy", "symbol", "time", "action", "confidence", "price", "sl", "tp", "reason",
+    "src_partition", "src_offset",
 )
 
 
@@ -73,5 +81,25 @@ def migrations(database: str) -> list[str]:
         ENGINE = ReplacingMergeTree(ticks)
         PARTITION BY toYYYYMM(start)
         ORDER BY (tenant, broker, symbol, timeframe, start)
+        """,
+        f"""
+        CREATE TABLE IF NOT EXISTS {database}.signals (
+            tenant LowCardinality(String),
+            id String,
+            broker LowCardinality(String),
+            strategy LowCardinality(String),
+            symbol LowCardinality(String),
+            time DateTime64(3, 'UTC'),
+            action LowCardinality(String),
+            confidence Float64,
+            price Nullable(Float64),
+            sl Nullable(Float64),
+            tp Nullable(Float64),
+            reason Nullable(String),
+            src_partition UInt32,
+            src_offset UInt64
+        )
+        ENGINE = ReplacingMergeTree
+        ORDER BY (tenant, id)
         """,
     ]

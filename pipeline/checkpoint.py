@@ -1,7 +1,8 @@
 """The checkpoint: when and in what order consumed offsets become committed.
 
 Order (as in Quix Streams): flush every data sink, then the producer (DLQ and
-derived topics), then commit the offsets of the batches processed since the
+derived topics), then the sinks that record what was published (they must
+only say so once the broker acknowledged it), then commit the offsets of the batches processed since the
 last checkpoint. A failing flush is retried with backoff while nothing is
 consumed (the source loop waits here), so an offset is never committed past a
 record that some sink did not durably accept. A crash anywhere before the
@@ -31,6 +32,7 @@ class Checkpoint:
         consumer: AIOKafkaConsumer,
         sinks: Sequence[Sink],
         producer_sink: Sink,
+        after_publish: Sequence[Sink] = (),
         *,
         interval_s: float,
         max_records: int,
@@ -40,6 +42,7 @@ class Checkpoint:
         self._consumer = consumer
         self._sinks = list(sinks)
         self._producer_sink = producer_sink
+        self._after_publish = list(after_publish)
         self._interval_s = interval_s
         self._max_records = max_records
         self._stop = stop
@@ -73,10 +76,12 @@ class Checkpoint:
                 await self._flush(sink)
 
     async def commit(self) -> None:
-        """Flush all sinks, then the producer, then commit. Raises ``Stopping`` if abandoned."""
+        """Flush all sinks, the producer, the after-publish sinks, then commit. Raises ``Stopping`` if abandoned."""
         for sink in self._sinks:
             await self._flush(sink)
         await self._flush(self._producer_sink)
+        for sink in self._after_publish:
+            await self._flush(sink)
         offsets = self._offsets
         self._offsets, self._records, self._started = {}, 0, time.monotonic()
         if not offsets:

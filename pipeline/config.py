@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     candle_timeframes: str = Field("1m,5m,1h", description="Comma-separated bar lengths (s, m, h, d).")
     candle_lateness_ms: int = Field(5_000, ge=0, description="A late tick this close to the watermark amends its bar.")
     pattern_horizon_bars: int = Field(5, ge=1, le=1000, description="Forward return horizon of a pattern, in bars.")
+    correlation_window_bars: int = Field(30, ge=3, le=10_000, description="Bars of returns a correlation is computed over.")
+    correlation_min_samples: int = Field(10, ge=3, description="Fewer common returns than this: no edge.")
+    correlation_threshold: float = Field(0.5, ge=0, le=1, description="Default minimum |weight| of graph neighbours.")
+    similar_patterns_k: int = Field(5, ge=1, le=100, description="Similar past patterns attached to an enriched signal.")
+    published_marker_ttl_s: int = Field(
+        30 * 86_400, ge=60, description="How long a signal is remembered as published (>= the signals topic retention).")
 
     @field_validator("broker_url")
     @classmethod

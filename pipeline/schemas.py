@@ -151,6 +151,39 @@ class Candle(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return f"{self.tenant}:{self.broker}:{self.symbol}"
 
 
+class Market(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    bid: float
+    ask: float
+    mid: float
+    spread: float
+    tick_time_msc: int
+    tick_age_ms: int
+    slippage: float | None
+
+
+class SimilarPattern(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    symbol: str
+    broker: str
+    timeframe: str
+    window_end_ms: int
+    distance: float
+    forward_return: float | None
+
+
+class EnrichedSignal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``signal.enriched.v1``: a signal, the market when it was processed, and similar past patterns."""
+
+    v: Literal[1]
+    signal: Signal
+    market: Market | None
+    similar: list[SimilarPattern]
+    enriched_at_ms: int
+
+    @property
+    def key(self) -> str:
+        return self.signal.key
+
+
 DlqReason = Literal["oversize", "malformed_json", "schema_violation", "unknown_version", "processing_error"]
 
 
@@ -170,5 +203,6 @@ class DeadLetter(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 SCHEMA_TYPES: dict[str, type[msgspec.Struct]] = {
-    "tick.v1": Tick, "signal.v1": Signal, "candle.v1": Candle, "dlq.v1": DeadLetter,
+    "tick.v1": Tick, "signal.v1": Signal, "candle.v1": Candle, "signal.enriched.v1": EnrichedSignal,
+    "dlq.v1": DeadLetter,
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TypeVar
 
 import faust
 import msgspec
@@ -36,6 +37,7 @@ from pipeline.sinks.base import Sink
 from pipeline.sinks.topic import TopicPublisher
 
 log = logging.getLogger("tickwire.source")
+S = TypeVar("S", bound=Sink)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -58,6 +60,7 @@ class BatchSource(Service):
         self._routes: dict[str, list[faust.ChannelT]] = {}
         self._decoders: dict[str, BatchDecoder] = {}
         self._sinks: list[Sink] = []
+        self._after_publish: list[Sink] = []
         self._stop_event = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
@@ -83,9 +86,13 @@ class BatchSource(Service):
         self._routes.setdefault(topic, []).append(channel)
         return channel
 
-    def add_sink(self, sink: Sink) -> Sink:
-        """Register a data sink; the checkpoint flushes it before committing."""
-        self._sinks.append(sink)
+    def add_sink(self, sink: S, *, after_publish: bool = False) -> S:
+        """Register a sink; the checkpoint flushes sinks in registration order before committing.
+
+        ``after_publish`` sinks are flushed after the producer has been flushed (for records
+        of what was published).
+        """
+        (self._after_publish if after_publish else self._sinks).append(sink)
         return sink
 
     async def on_started(self) -> None:
@@ -106,6 +113,7 @@ class BatchSource(Service):
             self.consumer,
             self._sinks,
             self.publisher,
+            self._after_publish,
             interval_s=self.settings.commit_interval_ms / 1000,
             max_records=self.settings.commit_max_records,
             stop=self._stop_event,
@@ -179,5 +187,5 @@ class BatchSource(Service):
                 self._task.cancel()
         if self.consumer is not None:
             await self.consumer.stop()
-        for sink in self._sinks:
+        for sink in [*self._sinks, *self._after_publish]:
             await sink.close()

@@ -1,0 +1,29 @@
+"""Graph agents: closed bars -> symbol correlation edges; signals -> strategy→symbol edges.
+
+Both only queue work; the builders (pipeline.correlation_builder,
+pipeline.strategy_edges) derive the edges from stored data at the checkpoint
+and upsert them into the graph role.
+"""
+
+from __future__ import annotations
+
+from pipeline.app import app, sinks, source
+from pipeline.batch import RecordBatch
+from pipeline.candle_builder import BarBatch
+from pipeline.schemas import Signal
+
+
+@app.agent(sinks.candles.bar_channel(app))
+async def correlations(handoffs):  # type: ignore[no-untyped-def]
+    async for handoff in handoffs:
+        handoff: BarBatch
+        async with handoff.processing():
+            sinks.correlations.add_bars(handoff.bars)
+
+
+@app.agent(source.route("mt5.signals.v1", Signal))
+async def strategy_edges(batches):  # type: ignore[no-untyped-def]
+    async for batch in batches:
+        batch: RecordBatch[Signal]
+        async with batch.processing():
+            sinks.strategy_edges.add_signals([signal for _, signal in batch.messages])
