@@ -5,9 +5,8 @@ from __future__ import annotations
 import base64
 import time
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 import msgspec
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.codec import Rejected
 from pipeline.schemas import DeadLetter

@@ -8,11 +8,11 @@ learns at once that it produces something the pipeline would dead-letter.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from pipeline.config import Settings
 from pipeline.connections import make_producer
@@ -23,6 +23,10 @@ SIGNALS_TOPIC = "mt5.signals.v1"
 
 _tick_decoder = msgspec.json.Decoder(Tick)
 _signal_decoder = msgspec.json.Decoder(Signal)
+
+
+class DeliveryError(RuntimeError):
+    """The broker did not acknowledge some records."""
 
 
 class InvalidMessage(ValueError):
@@ -50,23 +54,34 @@ def encode_signal(**fields: Any) -> bytes:
 class MT5Producer:
     """Async producer of ``tick.v1`` and ``signal.v1`` records. Use ``async with``."""
 
-    def __init__(self, settings: Settings, *, validate: bool = True, producer: AIOKafkaProducer | None = None) -> None:
-        self._producer = producer or make_producer(settings)
+    def __init__(self, settings: Settings, *, validate: bool = True) -> None:
+        self._producer = make_producer(settings)
         self._validate = validate
+        self._deliveries: list[asyncio.Future] = []
         self.sent = 0
 
     async def __aenter__(self) -> MT5Producer:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._producer.flush()
-        await self._producer.stop()
+        try:
+            if exc[0] is None:
+                await self.flush()
+        finally:
+            await self._producer.stop()
 
     async def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Queue one record as is (no validation); awaits only buffer space."""
-        await self._producer.send(topic, value, key=key)
+        """Queue one record as is (no validation); awaits only buffer space. ``flush`` reports failures."""
+        self._deliveries.append(await self._producer.send(topic, value, key=key))
         self.sent += 1
+        if len(self._deliveries) >= 10_000:
+            await self._settle(self._deliveries[:5_000])
+            del self._deliveries[:5_000]
 
     async def send_tick(self, **tick: Any) -> None:
         value = encode_tick(**tick)
@@ -83,7 +98,17 @@ class MT5Producer:
         await self.send_raw(SIGNALS_TOPIC, key, value)
 
     async def flush(self) -> None:
+        """Wait until the broker acknowledged every record sent; raise if any was refused."""
         await self._producer.flush()
+        deliveries, self._deliveries = self._deliveries, []
+        await self._settle(deliveries)
+
+    @staticmethod
+    async def _settle(deliveries: list[asyncio.Future]) -> None:
+        results = await asyncio.gather(*deliveries, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise DeliveryError(f"{len(failures)} of {len(results)} records were not delivered: {failures[0]!r}")
 
 
 def _check(decoder: msgspec.json.Decoder, value: bytes) -> None:

@@ -27,11 +27,11 @@ from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from pipeline.batch import RecordBatch
-from pipeline.codec import BatchDecoder
-from pipeline.dlq import DLQ_TOPIC, dead_letter
 from pipeline.checkpoint import Checkpoint
+from pipeline.codec import BatchDecoder
 from pipeline.config import Settings
 from pipeline.connections import Connections
+from pipeline.dlq import DLQ_TOPIC, dead_letter
 from pipeline.retry import Stopping
 from pipeline.sinks.base import Sink
 from pipeline.sinks.topic import TopicPublisher

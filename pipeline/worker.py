@@ -10,13 +10,13 @@ def run(faust_args: list[str]) -> None:
     import uvloop
 
     uvloop.install()
-    from pipeline.app import app
     import agents.candles  # noqa: F401  (agents register themselves)
     import agents.graph  # noqa: F401
     import agents.patterns  # noqa: F401
     import agents.signals  # noqa: F401
     import agents.ticks  # noqa: F401
     import pipeline.sql_gateway  # noqa: F401  (registers the read-only SQL route)
+    from pipeline.app import app
 
     sys.argv = ["tickwire", "worker", *faust_args]
     app.main()

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from pipeline.catalog import CatalogError, apply_catalog, load_catalog
-from pipeline.config import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import datetime as dt
 from pathlib import Path
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer
 from click.testing import CliRunner
 
 from pipeline.config import Settings, load_settings
@@ -25,6 +23,7 @@ from pipeline.mt5_import import (
 from pipeline.produce_cli import import_mt5 as import_mt5_command
 from pipeline.producer import TICKS_TOPIC, MT5Producer
 from pipeline.schemas import TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_LAST, TICK_FLAG_VOLUME, Tick
+from tests.topic_reader import read_topic
 
 HEADER = "<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>"
 ROWS = [
@@ -145,42 +144,29 @@ def test_a_file_that_is_no_tick_export_is_an_error(tmp_path, content, message):
         list(read_mt5_ticks(path))
 
 
-class FakeKafka:
-    """Stands in for AIOKafkaProducer under a real MT5Producer (which encodes and validates)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, bytes]] = []
-        self.flushes = 0
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def flush(self) -> None:
-        self.flushes += 1
-
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        self.records.append((topic, key, value))
+async def consumed_ticks(settings: Settings, key: bytes, expected: int) -> list[Tick]:
+    records = await read_topic(settings, TICKS_TOPIC, key, expected)
+    return [msgspec.json.decode(value, type=Tick) for record_key, value in records if record_key == key]
 
 
-async def test_import_produces_ticks_and_reports_skips(tmp_path):
-    kafka = FakeKafka()
+@pytest.mark.stack
+async def test_import_produces_ticks_and_reports_skips(broker_settings, tenant, tmp_path):
     progress: list[ImportProgress] = []
-    report = await import_mt5(MT5Producer(load_settings(), producer=kafka), write(tmp_path / "t.csv", ROWS),
-                              tenant="acme", broker="demo", symbol="EURUSD", utc_offset_hours=2,
-                              on_progress=progress.append)
+    async with MT5Producer(broker_settings) as producer:
+        report = await import_mt5(producer, write(tmp_path / "t.csv", ROWS), tenant=tenant, broker="demo",
+                                  symbol="EURUSD", utc_offset_hours=2, on_progress=progress.append)
 
     assert (report.ticks, report.skipped, report.encoding) == (4, 4, "utf-16")
     assert [s.line for s in report.skipped_lines] == [2, 5, 8, 9]
-    assert {key for _, key, _ in kafka.records} == {b"acme:demo:EURUSD"} and kafka.flushes >= 1
-    ticks = [msgspec.json.decode(value, type=Tick) for _, _, value in kafka.records]
+    ticks = await consumed_ticks(broker_settings, f"{tenant}:demo:EURUSD".encode(), expected=4)
+    assert len(ticks) == 4
     assert ticks[0].time_msc == utc_ms(2024, 1, 1, 22) + 200
     assert progress[-1].fraction == 1.0 and progress[-1].ticks == 4
 
 
 async def test_import_rejects_a_bad_key_before_reading(tmp_path):
     with pytest.raises(ValueError, match="tenant 'ACME'"):
-        await import_mt5(MT5Producer(load_settings(), producer=FakeKafka()), tmp_path / "missing.csv",
+        await import_mt5(MT5Producer(load_settings()), tmp_path / "missing.csv",
                          tenant="ACME", broker="demo", symbol="EURUSD")
 
 
@@ -202,17 +188,6 @@ async def test_import_reaches_the_broker(broker_settings: Settings, tenant, tmp_
         report = await import_mt5(producer, path, tenant=tenant, broker="demo", symbol="EURUSD")
     assert (report.ticks, report.skipped) == (500, 0)
 
-    key = f"{tenant}:demo:EURUSD".encode()
-    consumer = AIOKafkaConsumer(TICKS_TOPIC, bootstrap_servers=broker_settings.bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    found: list[Tick] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(found) < report.ticks:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    found += [msgspec.json.decode(r.value, type=Tick) for r in records if r.key == key]
-    finally:
-        await consumer.stop()
+    found = await consumed_ticks(broker_settings, f"{tenant}:demo:EURUSD".encode(), expected=report.ticks)
     assert [t.time_msc for t in found] == [utc_ms(2024, 1, 2) + i for i in range(500)]
     assert found[-1].bid == round(1.1 + 499e-5, 5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import statistics
 import time
@@ -10,10 +9,8 @@ from collections import defaultdict
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer
 from click.testing import CliRunner
 
-from pipeline.config import Settings, load_settings
 from pipeline.produce_cli import simulate
 from pipeline.producer import SIGNALS_TOPIC, TICKS_TOPIC, MT5Producer, encode_signal, encode_tick
 from pipeline.schemas import (
@@ -37,27 +34,10 @@ from pipeline.simulator import (
     run_simulation,
     spec_of,
 )
+from tests.topic_reader import read_topic
 
 START_MS = 1_763_900_000_000
 ALL_SYMBOLS = [*SYMBOLS, "MYINDEX"]
-
-
-class FakeKafka:
-    """Stands in for AIOKafkaProducer under a real MT5Producer (which encodes and validates)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, bytes]] = []
-        self.flushes = 0
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def flush(self) -> None:
-        self.flushes += 1
-
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        self.records.append((topic, key, value))
 
 
 def by_key(ticks: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
@@ -221,21 +201,23 @@ def test_invalid_config_is_a_clear_error(fields, message):
         SimulationConfig(**fields)
 
 
-async def test_run_simulation_paces_live_ticks_through_the_producer():
-    kafka = FakeKafka()
-    config = SimulationConfig(tenants=["acme"], rate=4000, duration_s=0.6, signal_rate=10)
+@pytest.mark.stack
+async def test_run_simulation_paces_live_ticks_through_the_producer(broker_settings, tenant):
+    config = SimulationConfig(tenants=[tenant], rate=4000, duration_s=0.6, signal_rate=10)
     progress: list[SimulationProgress] = []
     started_ms = time.time_ns() // 1_000_000
-    report = await run_simulation(MT5Producer(load_settings(), producer=kafka), config, progress.append)
+    async with MT5Producer(broker_settings) as producer:
+        report = await run_simulation(producer, config, progress.append)
     ended_ms = time.time_ns() // 1_000_000
 
     assert (report.ticks, report.signals) == (2400, 6)
     assert 0.55 <= report.seconds < 1.5 and report.rate == report.ticks / report.seconds
-    ticks = [r for r in kafka.records if r[0] == TICKS_TOPIC]
-    signals = [r for r in kafka.records if r[0] == SIGNALS_TOPIC]
-    assert (len(ticks), len(signals)) == (2400, 6) and kafka.flushes >= 1
-    decoded = [msgspec.json.decode(value, type=Tick) for _, _, value in ticks]
-    assert all(key == tick.key.encode() for (_, key, _), tick in zip(ticks, decoded))
+    prefix = f"{tenant}:".encode()
+    ticks = await read_topic(broker_settings, TICKS_TOPIC, prefix, 2400)
+    signals = await read_topic(broker_settings, SIGNALS_TOPIC, prefix, 6)
+    assert (len(ticks), len(signals)) == (2400, 6)
+    decoded = [msgspec.json.decode(value, type=Tick) for _, value in ticks]
+    assert all(key == tick.key.encode() for (key, _), tick in zip(ticks, decoded))
     assert all(started_ms <= tick.time_msc <= ended_ms for tick in decoded)
     first_half = sum(1 for tick in decoded if tick.time_msc < started_ms + 300)
     assert 0.3 * 2400 < first_half < 0.7 * 2400, "ticks were not spread over the duration"
@@ -248,25 +230,6 @@ def test_cli_rejects_bad_options_without_a_traceback():
     assert "rate must be > 0" in result.output and "Traceback" not in result.output
 
 
-async def consume_keys(settings: Settings, topic: str, key_prefix: bytes, expected: int,
-                       timeout_s: float = 30) -> list[tuple[bytes, bytes]]:
-    """(key, value) of every record on ``topic`` whose key starts with ``key_prefix``, once ``expected`` are there."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    found: list[tuple[bytes, bytes]] = []
-    try:
-        async with asyncio.timeout(timeout_s):
-            while len(found) < expected:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    found += [(r.key, r.value) for r in records if r.key.startswith(key_prefix)]
-    except TimeoutError:
-        raise AssertionError(f"{topic}: {len(found)} of {expected} records after {timeout_s} s") from None
-    finally:
-        await consumer.stop()
-    return found
-
-
 @pytest.mark.stack
 async def test_simulation_reaches_the_broker(broker_settings, tenant):
     config = SimulationConfig(tenants=[tenant], brokers=["demo"], symbols=["EURUSD", "XAUUSD", "AAPL"],
@@ -276,8 +239,8 @@ async def test_simulation_reaches_the_broker(broker_settings, tenant):
     assert (report.ticks, report.signals) == (3000, 20)
 
     prefix = f"{tenant}:".encode()
-    ticks = await consume_keys(broker_settings, TICKS_TOPIC, prefix, report.ticks)
-    signals = await consume_keys(broker_settings, SIGNALS_TOPIC, prefix, report.signals)
+    ticks = await read_topic(broker_settings, TICKS_TOPIC, prefix, report.ticks)
+    signals = await read_topic(broker_settings, SIGNALS_TOPIC, prefix, report.signals)
     assert (len(ticks), len(signals)) == (report.ticks, report.signals)
     for key, value in ticks:
         tick = msgspec.json.decode(value, type=Tick)
