@@ -85,12 +85,13 @@ def sql(query: str) -> None:
 
 @cli.command()
 @click.option("--duration", default=30.0, show_default=True, help="Seconds of simulated ticks.")
-@click.option("--rate", default=5000.0, show_default=True, help="Ticks per second.")
-def demo(duration: float, rate: float) -> None:
-    """Start the local stack and a worker, simulate MT5 ticks, show what happened."""
+@click.option("--rate", default=5000.0, show_default=True, help="Live ticks per second.")
+@click.option("--history", default=90, show_default=True, help="Minutes of history to backfill first.")
+def demo(duration: float, rate: float, history: int) -> None:
+    """Start the local stack and a worker, backfill and simulate MT5 ticks, show what happened."""
     from pipeline.demo import run_demo
 
-    sys.exit(run_demo(_settings(), duration_s=duration, rate=rate, console=console))
+    sys.exit(run_demo(_settings(), duration_s=duration, rate=rate, history_minutes=history, console=console))
 
 
 cli.add_command(stack)

@@ -11,11 +11,11 @@ import jsonschema
 import orjson
 import pandas as pd
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from pipeline.producer import encode_tick
 from pipeline.sql_client import worker_query
 from tests.test_ticks_pipeline import produce
+from tests.topic_reader import read_topic
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
@@ -83,23 +83,6 @@ def assert_bars_equal(stored: pd.DataFrame, reference: pd.DataFrame) -> None:
     assert list(stored["volume"]) == list(reference["volume"])
 
 
-async def candle_messages(settings, tenant: str, expected: int, timeout_s: float = 30) -> list[dict]:
-    consumer = AIOKafkaConsumer("candles.v1", bootstrap_servers=settings.bootstrap_servers,
-                                auto_offset_reset="earliest", group_id=None)
-    await consumer.start()
-    found: list[dict] = []
-    try:
-        async with asyncio.timeout(timeout_s):
-            while len(found) < expected:
-                for records in (await consumer.getmany(timeout_ms=300)).values():
-                    found += [orjson.loads(r.value) for r in records if r.key.startswith(f"{tenant}:".encode())]
-    except TimeoutError:
-        pass
-    finally:
-        await consumer.stop()
-    return found
-
-
 def test_candles_match_pandas_amend_late_tick_and_replay_adds_nothing(stack_settings, worker_factory, tenant):
     ticks = tick_sequence(tenant)
     worker = worker_factory(candle_timeframes="1m,5m", candle_lateness_ms=5_000)
@@ -139,7 +122,7 @@ def test_candles_match_pandas_amend_late_tick_and_replay_adds_nothing(stack_sett
     assert_bars_equal(stored_bars(worker, tenant, "1m"), reference_after)
 
     # every published bar decodes with the published schema
-    messages = asyncio.run(candle_messages(stack_settings, tenant, expected=24))
+    messages = [orjson.loads(v) for _, v in asyncio.run(read_topic(stack_settings, "candles.v1", f"{tenant}:".encode(), 24))]
     assert len(messages) >= 24
     for message in messages:
         jsonschema.validate(message, SCHEMA)

@@ -13,7 +13,6 @@ import jsonschema
 import orjson
 import pytest
 import redis
-from aiokafka import AIOKafkaConsumer
 from pgvector.asyncpg import register_vector
 from referencing import Registry, Resource
 
@@ -22,6 +21,7 @@ from pipeline.graph.falkordb import FalkorGraphStore
 from pipeline.producer import MT5Producer
 from pipeline.sql_client import worker_query
 from pipeline.vectors.pgvector import PgVectorStore
+from tests.topic_reader import read_topic
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
@@ -68,22 +68,6 @@ async def produce(settings, ticks=(), signals=()) -> None:
 
 def count(worker, sql: str) -> int:
     return next(iter(orjson.loads(worker_query(worker.settings, sql)[0]).values()))
-
-
-async def topic_messages(settings, topic: str, key_prefix: str, expected: int, timeout_s: float = 20) -> list[dict]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest", group_id=None)
-    await consumer.start()
-    found: list[dict] = []
-    try:
-        async with asyncio.timeout(timeout_s):
-            while len(found) < expected:
-                for records in (await consumer.getmany(timeout_ms=300)).values():
-                    found += [orjson.loads(r.value) for r in records if r.key.decode().startswith(key_prefix)]
-    except TimeoutError:
-        pass
-    finally:
-        await consumer.stop()
-    return found
 
 
 async def vector_search(settings, tenant: str, vector, k: int):
@@ -162,7 +146,8 @@ def test_signal_stored_once_enriched_once_with_cached_price(stack_settings, deri
 
     wait_until(lambda: count(derived_worker, f"SELECT count() FROM tickwire.signals FINAL WHERE tenant = '{tenant}'") == 2,
                timeout_s=30, what="two stored signals")
-    messages = asyncio.run(topic_messages(stack_settings, "signals.enriched.v1", f"{tenant}:", expected=3, timeout_s=10))
+    messages = [orjson.loads(v) for _, v in
+                asyncio.run(read_topic(stack_settings, "signals.enriched.v1", f"{tenant}:".encode(), 3, timeout_s=10))]
     assert sorted(m["signal"]["id"] for m in messages) == ["sig-1", "sig-2"]
     first = next(m for m in messages if m["signal"]["id"] == "sig-1")
     assert first["market"]["bid"] == 1.0812 and first["market"]["ask"] == 1.0814

@@ -10,11 +10,11 @@ import threading
 import orjson
 import pytest
 import redis
-from aiokafka import AIOKafkaConsumer
 
 from pipeline.config import Settings
 from pipeline.producer import TICKS_TOPIC, MT5Producer, encode_tick
 from pipeline.sql_client import worker_query
+from tests.topic_reader import read_topic
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
@@ -68,24 +68,6 @@ def newest_per_key(ticks: list[dict]) -> dict[str, dict]:
     return newest
 
 
-async def dlq_records(settings: Settings, key_prefix: bytes, expected: int, timeout_s: float = 30) -> list[dict]:
-    consumer = AIOKafkaConsumer("dlq.v1", bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    found: list[dict] = []
-    try:
-        async with asyncio.timeout(timeout_s):
-            while len(found) < expected:
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    found += [orjson.loads(r.value) for r in records if (r.key or b"").startswith(key_prefix)]
-    except TimeoutError:
-        pass
-    finally:
-        await consumer.stop()
-    return found
-
-
 def test_valid_ticks_stored_once_hot_keys_newest_and_malformed_to_dlq(stack_settings, worker_factory, tenant):
     tenants = [tenant + "a", tenant + "b"]
     ticks = make_ticks(tenants, ["EURUSD", "XAUUSD", "US30"], per_key=400)
@@ -109,7 +91,7 @@ def test_valid_ticks_stored_once_hot_keys_newest_and_malformed_to_dlq(stack_sett
         assert int(cached["time_msc"]) == tick["time_msc"] and float(cached["bid"]) == tick["bid"], hot_key
         assert 0 < cache.pttl(hot_key) <= stack_settings.hot_key_ttl_s * 1000
 
-    letters = asyncio.run(dlq_records(stack_settings, key, expected=len(malformed)))
+    letters = [orjson.loads(value) for _, value in asyncio.run(read_topic(stack_settings, "dlq.v1", key, len(malformed)))]
     assert sorted(letter["reason"] for letter in letters) == sorted(
         ["malformed_json", "schema_violation", "schema_violation", "unknown_version", "oversize", "malformed_json"]
     )
