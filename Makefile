@@ -8,9 +8,10 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test install stop clean
 
 $(STAMP): pyproject.toml
+	@echo "installing into $(VENV) (log: $(VENV)/install.log)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[local,test]'
+	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[local,test]'; } \
+		> $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)

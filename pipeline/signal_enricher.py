@@ -118,8 +118,8 @@ class SignalEnricher(Sink):
             now_ms = int(time.time() * 1000)
             for signal in signals:
                 series = (signal.tenant, signal.broker, signal.symbol)
-                enriched = EnrichedSignal(v=1, signal=signal, market=markets.get(signal.id), similar=similar.get(series, []),
-                                          enriched_at_ms=now_ms)
+                enriched = EnrichedSignal(v=1, signal=_as_published(signal), market=markets.get(signal.id),
+                                          similar=similar.get(series, []), enriched_at_ms=now_ms)
                 await self._publisher.add(ENRICHED_TOPIC, signal.key.encode(), _encoder.encode(enriched))
             self._markers.add([published_key(s) for s in signals])
         self._pending.clear()
@@ -166,6 +166,11 @@ class SignalEnricher(Sink):
                 for m in matches
             ]
         return found
+
+
+def _as_published(signal: Signal) -> Signal:
+    """The signal with its integer fields as JSON integers (the decoder holds them as floats)."""
+    return msgspec.structs.replace(signal, v=1, time_msc=int(signal.time_msc))
 
 
 def _slippage(signal: Signal, bid: float, ask: float) -> float | None:

@@ -150,6 +150,7 @@ def test_signal_stored_once_enriched_once_with_cached_price(stack_settings, deri
                 asyncio.run(read_topic(stack_settings, "signals.enriched.v1", f"{tenant}:".encode(), 3, timeout_s=10))]
     assert sorted(m["signal"]["id"] for m in messages) == ["sig-1", "sig-2"]
     first = next(m for m in messages if m["signal"]["id"] == "sig-1")
+    assert first["signal"]["time_msc"] == T0 + 5 and isinstance(first["signal"]["time_msc"], int)
     assert first["market"]["bid"] == 1.0812 and first["market"]["ask"] == 1.0814
     assert first["market"]["slippage"] == pytest.approx(1.0814 - 1.0810)
     assert first["market"]["tick_age_ms"] == 5
