@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
+from pipeline.metrics import COMMIT_SECONDS, SINK_FLUSH_SECONDS
 from pipeline.retry import retry_until_done
 from pipeline.sinks.base import Sink
 
@@ -67,7 +68,9 @@ class Checkpoint:
         )
 
     async def _flush(self, sink: Sink) -> None:
+        started = time.perf_counter()
         await retry_until_done(sink.flush, target=f"sink {sink.name}", stop=self._stop, max_backoff_s=self._max_backoff_s)
+        SINK_FLUSH_SECONDS.labels(sink.name).observe(time.perf_counter() - started)
 
     async def flush_eager(self) -> None:
         """Flush the sinks whose data should not wait for a checkpoint (hot keys)."""
@@ -77,6 +80,7 @@ class Checkpoint:
 
     async def commit(self) -> None:
         """Flush all sinks, the producer, the after-publish sinks, then commit. Raises ``Stopping`` if abandoned."""
+        started = time.perf_counter()
         for sink in self._sinks:
             await self._flush(sink)
         await self._flush(self._producer_sink)
@@ -89,6 +93,7 @@ class Checkpoint:
         try:
             await self._consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
             self.commits += 1
+            COMMIT_SECONDS.observe(time.perf_counter() - started)
         except (CommitFailedError, IllegalStateError) as exc:
             # Partitions were reassigned: their records are written (idempotently) and
             # will be redelivered to the new owner; nothing is lost.

@@ -1,9 +1,30 @@
-"""Prometheus metrics of the worker (served at /metrics by the API)."""
+"""Prometheus metrics of the worker (served at /metrics by the API).
+
+Label sets are small and fixed (topics, sinks, reasons, timeframes): no
+tenant, symbol or other unbounded value is ever a label.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
+RECORDS_CONSUMED = Counter("tickwire_records_consumed_total", "Records fetched from input topics.", ["topic"])
+RECORDS_PRODUCED = Counter("tickwire_records_produced_total", "Records handed to the producer, by topic.", ["topic"])
+DLQ_RECORDS = Counter("tickwire_dlq_records_total", "Records sent to the DLQ, by reason.", ["reason"])
+BATCH_SIZE = Histogram(
+    "tickwire_batch_records", "Records per fetched topic-partition batch.", ["topic"],
+    buckets=(1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000),
+)
+SINK_FLUSH_SECONDS = Histogram(
+    "tickwire_sink_flush_seconds", "Time of a successful sink flush (including its retries).", ["sink"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+COMMIT_SECONDS = Histogram(
+    "tickwire_checkpoint_seconds", "Time of a whole checkpoint: flush every sink, the producer, commit.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CONSUMER_LAG = Gauge(
+    "tickwire_consumer_lag", "Records behind the log end, per input topic (from fetch high-watermarks).", ["topic"])
 LATE_TICKS = Counter(
     "tickwire_late_ticks_total",
     "Ticks older than the open bar of their series, by timeframe and outcome (amended the bar, or dropped from candles).",

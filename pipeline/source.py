@@ -32,6 +32,7 @@ from pipeline.codec import BatchDecoder
 from pipeline.config import Settings
 from pipeline.connections import Connections
 from pipeline.dlq import DLQ_TOPIC, dead_letter
+from pipeline.metrics import BATCH_SIZE, CONSUMER_LAG, DLQ_RECORDS, RECORDS_CONSUMED
 from pipeline.retry import Stopping
 from pipeline.sinks.base import Sink
 from pipeline.sinks.topic import TopicPublisher
@@ -62,6 +63,7 @@ class BatchSource(Service):
         self._sinks: list[Sink] = []
         self._after_publish: list[Sink] = []
         self._stop_event = asyncio.Event()
+        self._positions: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self.consumer: AIOKafkaConsumer | None = None
@@ -133,6 +135,7 @@ class BatchSource(Service):
                 async with self._lock:
                     if fetched:
                         await self._process(fetched)
+                    self._update_lag()
                     if self.checkpoint.due():
                         await self.checkpoint.commit()
             async with self._lock:
@@ -150,10 +153,13 @@ class BatchSource(Service):
         for tp, records in fetched.items():
             if not records:
                 continue
+            RECORDS_CONSUMED.labels(tp.topic).inc(len(records))
+            BATCH_SIZE.labels(tp.topic).observe(len(records))
             decoded = self._decoders[tp.topic].decode(records)
             for rejected in decoded.rejected:
                 key, value = dead_letter(rejected)
                 await self.publisher.add(DLQ_TOPIC, key, value)
+                DLQ_RECORDS.labels(rejected.reason).inc()
             batch = RecordBatch(tp.topic, tp.partition, decoded.valid, records[-1].offset + 1)
             channels = self._routes[tp.topic] if decoded.valid else []
             batch.expect(len(channels))
@@ -162,9 +168,29 @@ class BatchSource(Service):
             batches.append(batch)
         for batch in batches:
             await batch.done
-            self.checkpoint.mark(tp=TopicPartition(batch.topic, batch.partition), next_offset=batch.next_offset,
-                                 records=len(batch.messages))
+            tp = TopicPartition(batch.topic, batch.partition)
+            self.checkpoint.mark(tp=tp, next_offset=batch.next_offset, records=len(batch.messages))
+            self._positions[tp] = batch.next_offset
         await self.checkpoint.flush_eager()
+
+    def lag(self) -> dict[str, int]:
+        """Records behind the log end per input topic: fetch high-watermark minus processed position.
+
+        Uses the high-watermarks that arrive with fetched records (tansu's ListOffsets
+        end is wrong, see ARCHITECTURE.md); partitions not fetched yet count as 0.
+        """
+        lag: dict[str, int] = {topic: 0 for topic in self._routes}
+        if self.consumer is None:
+            return lag
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                lag[tp.topic] += max(0, highwater - self._positions.get(tp, highwater))
+        return lag
+
+    def _update_lag(self) -> None:
+        for topic, value in self.lag().items():
+            CONSUMER_LAG.labels(topic).set(value)
 
     async def checkpoint_before_revoke(self, revoked: set[TopicPartition]) -> None:
         if self.checkpoint is None:

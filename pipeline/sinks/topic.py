@@ -15,6 +15,7 @@ from typing import Callable
 
 from aiokafka import AIOKafkaProducer
 
+from pipeline.metrics import RECORDS_PRODUCED
 from pipeline.sinks.base import Sink
 
 
@@ -42,6 +43,7 @@ class TopicPublisher(Sink):
     async def add(self, topic: str, key: bytes | None, value: bytes) -> None:
         item = _Outgoing(topic, key, value)
         self._outgoing.append(item)
+        RECORDS_PRODUCED.labels(topic).inc()
         await self._send(item)
 
     async def _send(self, item: _Outgoing) -> None:
