@@ -10,6 +10,8 @@ from __future__ import annotations
 from pipeline.app import app, sinks, source
 from pipeline.batch import RecordBatch
 from pipeline.candle_builder import BarBatch
+from pipeline.processing import queue_strategy_edges
+from pipeline.producer import SIGNALS_TOPIC
 from pipeline.schemas import Signal
 
 
@@ -21,9 +23,9 @@ async def correlations(handoffs):  # type: ignore[no-untyped-def]
             sinks.correlations.add_bars(handoff.bars)
 
 
-@app.agent(source.route("mt5.signals.v1", Signal))
+@app.agent(source.route(SIGNALS_TOPIC, Signal))
 async def strategy_edges(batches):  # type: ignore[no-untyped-def]
     async for batch in batches:
         batch: RecordBatch[Signal]
         async with batch.processing():
-            sinks.strategy_edges.add_signals([signal for _, signal in batch.messages])
+            queue_strategy_edges(batch.messages, sinks)

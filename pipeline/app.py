@@ -11,8 +11,9 @@ import faust
 
 from pipeline.config import get_settings
 from pipeline.connections import Connections
+from pipeline.sink_set import SinkSet
+from pipeline.sinks.topic import TopicPublisher
 from pipeline.source import BatchSource
-from pipeline.worker_sinks import WorkerSinks
 
 settings = get_settings()
 
@@ -32,6 +33,7 @@ app = faust.App(
 )
 
 connections = Connections(settings)
-source = BatchSource(app, settings, connections)
-sinks = WorkerSinks(settings, connections, source)
+publisher = TopicPublisher(lambda: connections.producer)
+sinks = SinkSet(settings, connections, publisher)
+source = BatchSource(app, settings, connections, sinks)
 app.service(source)

@@ -1,7 +1,8 @@
 """Candles computed from the stored, deduplicated ticks, at checkpoint time.
 
-The candle agent only decides *which* bars closed or were amended (see
-pipeline.bar_clock); this sink computes them. It is flushed after the ticks
+The candle agent feeds ticks to :meth:`CandleBuilder.track`, which only
+decides *which* bars closed or were amended (see pipeline.bar_clock); the
+flush computes them. It is flushed after the ticks
 sink, so every tick of a closed bar is already in ClickHouse, and it computes
 each bar with one aggregation over ``ticks FINAL``. So a bar is a pure
 function of the ticks stored for its window: redelivery, a restart or a replay
@@ -15,17 +16,19 @@ the checkpoint flushes next.
 
 from __future__ import annotations
 
+import inspect
 from collections import defaultdict
-from typing import Iterable, Sequence
+from typing import Awaitable, Callable, Iterable, Sequence
 
 import faust
 import msgspec
 
 from pipeline.analytics import AnalyticsStore
 from pipeline.analytics_tables import CANDLES_COLUMNS
-from pipeline.bar_clock import BarWindow
+from pipeline.bar_clock import BarClock, BarWindow, ClockEvents
 from pipeline.batch import Handoff
-from pipeline.schemas import Candle
+from pipeline.metrics import LATE_TICKS
+from pipeline.schemas import Candle, Tick
 from pipeline.sinks.base import Sink
 from pipeline.sinks.topic import TopicPublisher
 from pipeline.timeframes import Timeframe
@@ -71,17 +74,32 @@ class BarBatch(Handoff):
 _encoder = msgspec.json.Encoder()
 
 
+BarsCallback = Callable[[list[Candle]], Awaitable[None] | None]
+
+
 class CandleBuilder(Sink):
+    """Tracks event time (its :class:`BarClock`) and computes the bars that close or are amended.
+
+    ``store_bars=False`` computes and hands on bars without writing them to ClickHouse
+    (a replay that does not write the analytics role); ``publisher=None`` does not
+    publish them.
+    """
+
     def __init__(
         self,
         store: AnalyticsStore,
-        publisher: TopicPublisher,
-        timeframes: Iterable[Timeframe],
+        publisher: TopicPublisher | None,
+        timeframes: Sequence[Timeframe],
+        lateness_ms: int,
+        *,
+        store_bars: bool = True,
     ) -> None:
         self._store = store
         self._publisher = publisher
         self._timeframes = {tf.name: tf for tf in timeframes}
-        self._channels: list[faust.ChannelT] = []
+        self._clock = BarClock(timeframes, lateness_ms)
+        self._store_bars = store_bars
+        self._receivers: list[BarsCallback] = []
         self._pending: set[BarWindow] = set()
 
     @property
@@ -92,15 +110,33 @@ class CandleBuilder(Sink):
     def pending(self) -> int:
         return len(self._pending)
 
+    def on_bars(self, receiver: BarsCallback) -> None:
+        """Call ``receiver`` with each flush's bars; the flush waits for it (and its awaitable) to finish."""
+        self._receivers.append(receiver)
+
     def bar_channel(self, app: faust.App) -> faust.ChannelT:
         """A new channel on which one agent receives every flush's bars as a :class:`BarBatch`."""
         channel = app.channel(maxsize=8)
-        self._channels.append(channel)
+
+        async def deliver(bars: list[Candle]) -> None:
+            handoff = BarBatch(bars)
+            handoff.expect(1)
+            await channel.send(value=handoff)
+            await handoff.done
+
+        self.on_bars(deliver)
         return channel
 
-    def add(self, windows: Iterable[BarWindow]) -> None:
-        """Bars to (re)compute at the next flush."""
-        self._pending.update(windows)
+    def track(self, ticks: Iterable[Tick]) -> None:
+        """Advance the event-time clock over ``ticks``; queue the bars they close or amend."""
+        events = ClockEvents()
+        observe = self._clock.observe
+        for tick in ticks:
+            observe((tick.tenant, tick.broker, tick.symbol), int(tick.time_msc), events)
+        self._pending.update(events.closed)
+        self._pending.update(events.amended)
+        for (timeframe, outcome), count in events.late.items():
+            LATE_TICKS.labels(timeframe, outcome).inc(count)
 
     async def flush(self) -> None:
         """Compute, store, publish and hand on every pending bar. Idempotent; keeps the
@@ -114,22 +150,16 @@ class CandleBuilder(Sink):
         for name, windows in by_timeframe.items():
             bars += await self.compute(self._timeframes[name], windows)
         if bars:
-            await self._store.insert_columns("candles", CANDLES_COLUMNS, _columns(bars))
-            for bar in bars:
-                await self._publisher.add(CANDLES_TOPIC, bar.key.encode(), _encoder.encode(bar))
-            await self._hand_on(bars)
+            if self._store_bars:
+                await self._store.insert_columns("candles", CANDLES_COLUMNS, _columns(bars))
+            if self._publisher is not None:
+                for bar in bars:
+                    await self._publisher.add(CANDLES_TOPIC, bar.key.encode(), _encoder.encode(bar))
+            for receiver in self._receivers:
+                received = receiver(bars)
+                if inspect.isawaitable(received):
+                    await received
         self._pending.clear()
-
-    async def _hand_on(self, bars: list[Candle]) -> None:
-        """Give ``bars`` to every bar agent and wait until each has taken them into its sink."""
-        handoffs = []
-        for channel in self._channels:
-            handoff = BarBatch(bars)
-            handoff.expect(1)
-            await channel.send(value=handoff)
-            handoffs.append(handoff)
-        for handoff in handoffs:
-            await handoff.done
 
     async def compute(self, timeframe: Timeframe, windows: Sequence[BarWindow]) -> list[Candle]:
         """The bars of ``windows`` (one timeframe) from the stored ticks; windows without ticks give none."""

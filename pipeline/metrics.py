@@ -30,3 +30,4 @@ LATE_TICKS = Counter(
     "Ticks older than the open bar of their series, by timeframe and outcome (amended the bar, or dropped from candles).",
     ["timeframe", "outcome"],
 )
+SINK_CIRCUIT_OPEN = Gauge("tickwire_sink_circuit_open", "1 while a sink's store refuses writes (pipeline paused).", ["sink"])

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TypeVar
 
 import faust
 import msgspec
@@ -34,11 +33,9 @@ from pipeline.connections import Connections
 from pipeline.dlq import DLQ_TOPIC, dead_letter
 from pipeline.metrics import BATCH_SIZE, CONSUMER_LAG, DLQ_RECORDS, RECORDS_CONSUMED
 from pipeline.retry import Stopping
-from pipeline.sinks.base import Sink
-from pipeline.sinks.topic import TopicPublisher
+from pipeline.sink_set import SinkSet
 
 log = logging.getLogger("tickwire.source")
-S = TypeVar("S", bound=Sink)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -53,15 +50,15 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class BatchSource(Service):
-    def __init__(self, app: faust.App, settings: Settings, connections: Connections, **kwargs: object) -> None:
+    def __init__(self, app: faust.App, settings: Settings, connections: Connections, sinks: SinkSet,
+                 **kwargs: object) -> None:
         self.app = app
         self.settings = settings
         self.connections = connections
-        self.publisher = TopicPublisher(lambda: connections.producer)
+        self.sinks = sinks
+        self.publisher = sinks.publisher
         self._routes: dict[str, list[faust.ChannelT]] = {}
         self._decoders: dict[str, BatchDecoder] = {}
-        self._sinks: list[Sink] = []
-        self._after_publish: list[Sink] = []
         self._stop_event = asyncio.Event()
         self._positions: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
@@ -88,15 +85,6 @@ class BatchSource(Service):
         self._routes.setdefault(topic, []).append(channel)
         return channel
 
-    def add_sink(self, sink: S, *, after_publish: bool = False) -> S:
-        """Register a sink; the checkpoint flushes sinks in registration order before committing.
-
-        ``after_publish`` sinks are flushed after the producer has been flushed (for records
-        of what was published).
-        """
-        (self._after_publish if after_publish else self._sinks).append(sink)
-        return sink
-
     async def on_started(self) -> None:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers,
@@ -113,9 +101,9 @@ class BatchSource(Service):
         await self.consumer.start()
         self.checkpoint = Checkpoint(
             self.consumer,
-            self._sinks,
+            self.sinks.ordered,
             self.publisher,
-            self._after_publish,
+            self.sinks.after_publish,
             interval_s=self.settings.commit_interval_ms / 1000,
             max_records=self.settings.commit_max_records,
             stop=self._stop_event,
@@ -213,5 +201,5 @@ class BatchSource(Service):
                 self._task.cancel()
         if self.consumer is not None:
             await self.consumer.stop()
-        for sink in [*self._sinks, *self._after_publish]:
+        for sink in [*self.sinks.ordered, *self.sinks.after_publish]:
             await sink.close()
