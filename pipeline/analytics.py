@@ -54,10 +54,27 @@ class AnalyticsStore:
 
         await self._run(apply)
 
+    @property
+    def insert_settings(self) -> dict[str, int]:
+        """Settings of every insert. On a server (with ``TICKWIRE_CLICKHOUSE_ASYNC_INSERT``): async inserts.
+
+        Each worker inserts once per table per checkpoint; with many workers that is
+        many small parts. ``async_insert`` lets the server coalesce them into few
+        parts, and ``wait_for_async_insert=1`` makes the insert return only once the
+        rows are written into a part, so "flushed" still means durable and visible
+        to the queries that derived streams run right after (never fire-and-forget).
+        chDB is one in-process writer: plain inserts.
+        """
+        if self.in_process or not self._settings.clickhouse_async_insert:
+            return {}
+        return {"async_insert": 1, "wait_for_async_insert": 1}
+
     async def insert_columns(self, table: str, column_names: Sequence[str], columns: Sequence[Sequence[Any]]) -> None:
         """Insert column-oriented data; raises if the store did not accept all of it."""
+        settings = self.insert_settings
         await self._run(
-            lambda c: c.insert(f"{self.database}.{table}", list(columns), column_names=list(column_names), column_oriented=True)
+            lambda c: c.insert(f"{self.database}.{table}", list(columns), column_names=list(column_names),
+                               column_oriented=True, settings=settings)
         )
 
     async def query(

@@ -3,9 +3,11 @@
 Order (as in Quix Streams): flush every data sink, then the producer (DLQ and
 derived topics), then the sinks that record what was published (they must
 only say so once the broker acknowledged it), then commit the offsets of the batches processed since the
-last checkpoint. A failing flush is retried with backoff while nothing is
-consumed (the source loop waits here), so an offset is never committed past a
-record that some sink did not durably accept. A crash anywhere before the
+last checkpoint. A failing flush opens that sink's circuit and is retried
+with backoff while nothing is consumed (the source pauses its partitions and
+waits here), so an offset is never committed past a record that some sink did
+not durably accept. Where offsets are committed is pluggable: the consumer
+group for the worker, a progress file for a replay. A crash anywhere before the
 commit redelivers those records; sinks are idempotent, so that is harmless.
 """
 
@@ -14,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Sequence
+from typing import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
+from pipeline.circuit import CircuitBreaker
 from pipeline.metrics import COMMIT_SECONDS, SINK_FLUSH_SECONDS
 from pipeline.retry import retry_until_done
 from pipeline.sinks.base import Sink
@@ -27,10 +30,26 @@ from pipeline.sinks.base import Sink
 log = logging.getLogger("tickwire.checkpoint")
 
 
+OffsetCommitter = Callable[[dict[TopicPartition, int]], Awaitable[None]]
+
+
+def group_committer(consumer: AIOKafkaConsumer) -> OffsetCommitter:
+    """Commit to the consumer group (the worker). A commit refused after a rebalance is logged:
+    those partitions' records are written (idempotently) and will be redelivered to their new owner."""
+
+    async def commit(offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("commit after rebalance was refused (%s); records will be redelivered", exc)
+
+    return commit
+
+
 class Checkpoint:
     def __init__(
         self,
-        consumer: AIOKafkaConsumer,
+        commit: OffsetCommitter,
         sinks: Sequence[Sink],
         producer_sink: Sink,
         after_publish: Sequence[Sink] = (),
@@ -39,8 +58,9 @@ class Checkpoint:
         max_records: int,
         stop: asyncio.Event,
         max_backoff_s: float,
+        on_circuit: Callable[[CircuitBreaker], None] | None = None,
     ) -> None:
-        self._consumer = consumer
+        self._commit = commit
         self._sinks = list(sinks)
         self._producer_sink = producer_sink
         self._after_publish = list(after_publish)
@@ -48,6 +68,8 @@ class Checkpoint:
         self._max_records = max_records
         self._stop = stop
         self._max_backoff_s = max_backoff_s
+        self._on_circuit = on_circuit
+        self.circuits = {sink.name: CircuitBreaker(sink.name) for sink in [*self._sinks, producer_sink, *self._after_publish]}
         self._offsets: dict[TopicPartition, int] = {}
         self._records = 0
         self._started = time.monotonic()
@@ -69,7 +91,8 @@ class Checkpoint:
 
     async def _flush(self, sink: Sink) -> None:
         started = time.perf_counter()
-        await retry_until_done(sink.flush, target=f"sink {sink.name}", stop=self._stop, max_backoff_s=self._max_backoff_s)
+        await retry_until_done(sink.flush, circuit=self.circuits[sink.name], stop=self._stop,
+                               max_backoff_s=self._max_backoff_s, on_state=self._on_circuit)
         SINK_FLUSH_SECONDS.labels(sink.name).observe(time.perf_counter() - started)
 
     async def flush_eager(self) -> None:
@@ -90,14 +113,9 @@ class Checkpoint:
         self._offsets, self._records, self._started = {}, 0, time.monotonic()
         if not offsets:
             return
-        try:
-            await self._consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
-            self.commits += 1
-            COMMIT_SECONDS.observe(time.perf_counter() - started)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # Partitions were reassigned: their records are written (idempotently) and
-            # will be redelivered to the new owner; nothing is lost.
-            log.warning("commit after rebalance was refused (%s); records will be redelivered", exc)
+        await self._commit(offsets)
+        self.commits += 1
+        COMMIT_SECONDS.observe(time.perf_counter() - started)
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop uncommitted offsets of revoked partitions (they will be redelivered)."""

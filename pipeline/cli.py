@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.api.cli import api, keys, tenants
 from pipeline.config import SettingsError, get_settings
 from pipeline.produce_cli import import_mt5, simulate
 from pipeline.stack.cli import stack
@@ -70,13 +71,14 @@ def worker(ctx: click.Context) -> None:
 
 @cli.command()
 @click.argument("query")
-def sql(query: str) -> None:
-    """Run a read-only query on the analytics store; prints JSON lines."""
+@click.option("--write", is_flag=True, help="Allow writes (maintenance: DDL, OPTIMIZE, DETACH/ATTACH).")
+def sql(query: str, write: bool) -> None:
+    """Run a query on the analytics store (read-only unless --write); prints JSON lines."""
     from pipeline.sql_client import SqlError, run_sql
 
     settings = _settings()
     try:
-        for line in run_sql(settings, query):
+        for line in run_sql(settings, query, write=write):
             click.echo(line)
     except SqlError as exc:
         console.print(f"[red]{exc}[/red]")
@@ -97,6 +99,9 @@ def demo(duration: float, rate: float, history: int) -> None:
 cli.add_command(stack)
 cli.add_command(simulate)
 cli.add_command(import_mt5)
+cli.add_command(tenants)
+cli.add_command(keys)
+cli.add_command(api)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.timeframes import Timeframe
@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     weaviate_url: str | None = None
     graph_backend: Literal["falkordb", "arangodb"] = "falkordb"
     graph_url: str = Field("redis://127.0.0.1:16380", description="FalkorDB (redis://) or ArangoDB (http://).")
+    weaviate_grpc_url: str | None = Field(
+        None, description="Weaviate gRPC endpoint, http(s)://host:port; default: the host of TICKWIRE_WEAVIATE_URL, port 50051.")
+    weaviate_api_key: SecretStr | None = Field(None, description="Weaviate API key (sent as a bearer token).")
+    arango_database: str = Field("tickwire", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$",
+                                 description="ArangoDB database of the graph (created if missing and allowed).")
+    arango_username: str = Field("root", min_length=1, description="ArangoDB user.")
+    arango_password: SecretStr = Field(SecretStr(""), description="ArangoDB password.")
+    clickhouse_async_insert: bool = Field(
+        True, description="ClickHouse server only: async_insert=1 with wait_for_async_insert=1 on every insert.")
 
     # worker and API
     app_id: str = Field("tickwire", pattern=r"^[A-Za-z0-9._-]{1,64}$")
@@ -120,6 +129,11 @@ class Settings(BaseSettings):
     def _check_graph(cls, value: str) -> str:
         return _require_scheme(value, ("redis", "rediss", "http", "https"))
 
+    @field_validator("weaviate_grpc_url")
+    @classmethod
+    def _check_weaviate_grpc(cls, value: str | None) -> str | None:
+        return None if value is None else _require_scheme(value, ("http", "https"))
+
     @field_validator("weaviate_url")
     @classmethod
     def _check_weaviate(cls, value: str | None) -> str | None:
@@ -140,6 +154,17 @@ class Settings(BaseSettings):
                 f"TICKWIRE_GROUP_ID must differ from TICKWIRE_APP_ID (both {self.app_id!r}): "
                 "Faust's own consumer group is named after the app id"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_backends(self) -> Settings:
+        graph_scheme = urlsplit(self.graph_url).scheme
+        if self.vector_backend == "weaviate" and self.weaviate_url is None:
+            raise ValueError("TICKWIRE_WEAVIATE_URL must be set (http(s)://host:port) when TICKWIRE_VECTOR_BACKEND=weaviate")
+        if self.graph_backend == "falkordb" and graph_scheme not in ("redis", "rediss"):
+            raise ValueError(f"TICKWIRE_GRAPH_URL must be redis(s):// for TICKWIRE_GRAPH_BACKEND=falkordb, got {graph_scheme}://")
+        if self.graph_backend == "arangodb" and graph_scheme not in ("http", "https"):
+            raise ValueError(f"TICKWIRE_GRAPH_URL must be http(s):// for TICKWIRE_GRAPH_BACKEND=arangodb, got {graph_scheme}://")
         return self
 
     # derived values -----------------------------------------------------

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline import stack
+from pipeline.api.demo import show_api_examples
 from pipeline.catalog import apply_catalog, load_catalog
 from pipeline.config import Settings
 from pipeline.dlq import read_dead_letters
@@ -187,6 +188,7 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, history_minu
     summary.add_row("DLQ records", f"{len(letters):,} (this run {len(letters) - dlq_before}: malformed records sent on purpose)")
     console.print(summary)
     _show_examples(settings, cache, derived, console)
+    show_api_examples(settings, console)
     return 0
 
 

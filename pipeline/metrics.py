@@ -31,3 +31,8 @@ LATE_TICKS = Counter(
     ["timeframe", "outcome"],
 )
 SINK_CIRCUIT_OPEN = Gauge("tickwire_sink_circuit_open", "1 while a sink's store refuses writes (pipeline paused).", ["sink"])
+API_REQUEST_SECONDS = Histogram(
+    "tickwire_api_request_seconds", "Time to answer an API request, by route (method and path template) and status.",
+    ["route", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

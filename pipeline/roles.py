@@ -2,30 +2,37 @@
 
 Agents and the API only see the role interfaces (:class:`VectorStore`,
 :class:`GraphStore`); this is the one place that knows which product is behind
-them.
+them. Whether a backend's settings fit it (a URL of the right scheme, a
+Weaviate URL at all) is checked when the settings are loaded
+(:class:`~pipeline.config.Settings`), so a bad combination fails at start,
+naming the setting, before anything is built here.
 """
 
 from __future__ import annotations
 
-from pipeline.config import Settings, SettingsError
+from pipeline.config import Settings
 from pipeline.embedding import DIMENSION
 from pipeline.graph.base import GraphStore
 from pipeline.vectors.base import VectorStore
 
 
 def make_vector_store(settings: Settings) -> VectorStore:
-    if settings.vector_backend == "pgvector":
-        from pipeline.vectors.pgvector import PgVectorStore
+    """pgvector (in TICKWIRE_POSTGRES_DSN's database) or Weaviate (TICKWIRE_WEAVIATE_URL)."""
+    if settings.vector_backend == "weaviate":
+        from pipeline.vectors.weaviate import WeaviateVectorStore
 
-        return PgVectorStore(settings.postgres_dsn, DIMENSION)
-    raise SettingsError(f"TICKWIRE_VECTOR_BACKEND={settings.vector_backend}: this backend is not available in this build")
+        return WeaviateVectorStore.from_settings(settings, DIMENSION)
+    from pipeline.vectors.pgvector import PgVectorStore
+
+    return PgVectorStore(settings.postgres_dsn, DIMENSION)
 
 
 def make_graph_store(settings: Settings) -> GraphStore:
-    if settings.graph_backend == "falkordb":
-        if not settings.graph_url.startswith(("redis://", "rediss://")):
-            raise SettingsError(f"TICKWIRE_GRAPH_URL must be redis:// for FalkorDB, got {settings.graph_url!r}")
-        from pipeline.graph.falkordb import FalkorGraphStore
+    """FalkorDB (TICKWIRE_GRAPH_URL redis://) or ArangoDB (TICKWIRE_GRAPH_URL http(s)://)."""
+    if settings.graph_backend == "arangodb":
+        from pipeline.graph.arangodb import ArangoGraphStore
 
-        return FalkorGraphStore(settings.graph_url)
-    raise SettingsError(f"TICKWIRE_GRAPH_BACKEND={settings.graph_backend}: this backend is not available in this build")
+        return ArangoGraphStore.from_settings(settings)
+    from pipeline.graph.falkordb import FalkorGraphStore
+
+    return FalkorGraphStore(settings.graph_url)

@@ -8,6 +8,8 @@ costs once per batch instead of once per record. The source waits until the
 agents have handed their batches to the sinks, flushes
 eager sinks (hot keys), and checkpoints (flush all sinks, producer, commit) on
 an interval or record count. Faust's own offset committer is not involved.
+While a sink's store refuses writes, its circuit is open and the consumer's
+partitions are paused (see pipeline.circuit); they resume by themselves.
 
 On SIGTERM the loop finishes the batch in hand, checkpoints once more and
 stops within ``shutdown_timeout_s``. On a rebalance it checkpoints before the
@@ -26,7 +28,8 @@ from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from pipeline.batch import RecordBatch
-from pipeline.checkpoint import Checkpoint
+from pipeline.checkpoint import Checkpoint, group_committer
+from pipeline.circuit import CircuitBreaker
 from pipeline.codec import BatchDecoder
 from pipeline.config import Settings
 from pipeline.connections import Connections
@@ -100,7 +103,7 @@ class BatchSource(Service):
         self.consumer.subscribe(topics=list(self._routes), listener=_Rebalance(self))
         await self.consumer.start()
         self.checkpoint = Checkpoint(
-            self.consumer,
+            group_committer(self.consumer),
             self.sinks.ordered,
             self.publisher,
             self.sinks.after_publish,
@@ -108,6 +111,7 @@ class BatchSource(Service):
             max_records=self.settings.commit_max_records,
             stop=self._stop_event,
             max_backoff_s=self.settings.sink_retry_max_backoff_ms / 1000,
+            on_circuit=self._pause_while_open,
         )
         self._task = asyncio.create_task(self._consume(), name="tickwire-source")
         self.consuming = True
@@ -160,6 +164,21 @@ class BatchSource(Service):
             self.checkpoint.mark(tp=tp, next_offset=batch.next_offset, records=len(batch.messages))
             self._positions[tp] = batch.next_offset
         await self.checkpoint.flush_eager()
+
+    def _pause_while_open(self, circuit: CircuitBreaker) -> None:
+        """Stop fetching while any sink's circuit is open; resume when all are closed."""
+        assert self.consumer is not None and self.checkpoint is not None
+        partitions = self.consumer.assignment()
+        if any(c.state == "open" for c in self.checkpoint.circuits.values()):
+            self.consumer.pause(*partitions)
+        else:
+            self.consumer.resume(*partitions)
+
+    def circuits(self) -> dict[str, dict[str, object]]:
+        """Each sink's circuit (for /health): state, failures, open since, last error."""
+        if self.checkpoint is None:
+            return {}
+        return {name: circuit.snapshot() for name, circuit in self.checkpoint.circuits.items()}
 
     def lag(self) -> dict[str, int]:
         """Records behind the log end per input topic: fetch high-watermark minus processed position.

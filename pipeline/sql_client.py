@@ -23,13 +23,13 @@ class SqlError(RuntimeError):
     """The query failed or no process could run it; the message says why."""
 
 
-def worker_query(settings: Settings, query: str) -> list[str] | None:
+def worker_query(settings: Settings, query: str, *, write: bool = False) -> list[str] | None:
     """Lines from the worker, or None when no worker holds the store."""
     token = read_token(settings.state_dir)
     if token is None:
         return None
     request = urllib.request.Request(
-        settings.api_url + SQL_ROUTE,
+        settings.api_url + SQL_ROUTE + ("?write=1" if write else ""),
         data=query.encode(),
         headers={"Authorization": f"Bearer {token}"},
         method="POST",
@@ -49,12 +49,12 @@ def worker_query(settings: Settings, query: str) -> list[str] | None:
     return body.splitlines() if body else []
 
 
-async def _direct(settings: Settings, query: str) -> list[str]:
+async def _direct(settings: Settings, query: str, write: bool) -> list[str]:
     from pipeline.analytics import AnalyticsStore
 
     store = AnalyticsStore(settings)
     try:
-        columns, rows = await store.query(query, readonly=True)
+        columns, rows = await store.query(query, readonly=not write)
     except Exception as exc:  # noqa: BLE001 - the store's message is the answer
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "Cannot lock file" in str(exc) or "EmbeddedServer" in str(exc):
@@ -67,11 +67,11 @@ async def _direct(settings: Settings, query: str) -> list[str]:
     return [orjson.dumps(dict(zip(columns, row)), default=str).decode() for row in rows]
 
 
-def run_sql(settings: Settings, query: str) -> Iterator[str]:
-    """JSON lines, one per row."""
+def run_sql(settings: Settings, query: str, *, write: bool = False) -> Iterator[str]:
+    """JSON lines, one per row. Read-only unless ``write``."""
     if settings.chdb_path is not None:
-        lines = worker_query(settings, query)
+        lines = worker_query(settings, query, write=write)
         if lines is not None:
             yield from lines
             return
-    yield from asyncio.run(_direct(settings, query))
+    yield from asyncio.run(_direct(settings, query, write))

@@ -3,7 +3,8 @@
 With chDB only one process can open the data directory, so while a worker
 runs, ``tickwire sql`` asks it. The route is for the operator only: it needs
 the token the worker writes to ``<state_dir>/worker.token`` (mode 0600) at
-start, and queries run with ClickHouse ``readonly=1``. It is not part of the
+start, and queries run with ClickHouse ``readonly=1`` unless the operator
+asks for write access (``tickwire sql --write``). It is not part of the
 tenant-facing API (it can read every tenant).
 """
 
@@ -22,7 +23,11 @@ _TOKEN = issue_token(settings.state_dir)
 
 @app.page(SQL_ROUTE)
 class SqlView(View):
-    """POST a query as the body; JSON lines back. 401 without the token, 400 on a bad query."""
+    """POST a query as the body; JSON lines back. 401 without the token, 400 on a bad query.
+
+    ``?write=1`` runs it with write access (maintenance: DDL, OPTIMIZE, DETACH/ATTACH);
+    it needs the same operator token.
+    """
 
     async def post(self, request: Request) -> Response:
         supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")
@@ -34,7 +39,7 @@ class SqlView(View):
         if not query:
             return self.json({"error": "empty query"}, status=400)
         try:
-            columns, rows = await connections.analytics.query(query, readonly=True)
+            columns, rows = await connections.analytics.query(query, readonly=request.query.get("write") != "1")
         except Exception as exc:  # noqa: BLE001 - the store's message is the answer
             return self.json({"error": str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__}, status=400)
         body = b"\n".join(orjson.dumps(dict(zip(columns, row)), default=str) for row in rows)

@@ -15,6 +15,7 @@ def run(faust_args: list[str]) -> None:
     import agents.patterns  # noqa: F401
     import agents.signals  # noqa: F401
     import agents.ticks  # noqa: F401
+    import pipeline.api.in_worker  # noqa: F401  (serves the query API on the worker's web server)
     import pipeline.sql_gateway  # noqa: F401  (registers the read-only SQL route)
     from pipeline.app import app
 

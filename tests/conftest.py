@@ -73,27 +73,41 @@ def tenant() -> str:
     return "t" + uuid.uuid4().hex[:10]
 
 
+def start_worker(stack_settings: Settings, directory: Path, group: str, log_name: str, **overrides: object) -> WorkerProcess:
+    """A worker on the session stack with its own chDB directory, state dir, group and API port; ready."""
+    settings = load_settings(**{
+        **stack_settings.model_dump(),
+        "group_id": group,
+        "app_id": group + "-app",
+        "clickhouse_dsn": f"chdb://{directory / 'clickhouse'}",
+        "state_dir": directory / "state",
+        "api_port": _free_port(),
+        **overrides,
+    })
+    worker = WorkerProcess(settings, directory / log_name).start()
+    worker.wait_ready()
+    return worker
+
+
 @pytest.fixture
 def worker_factory(stack_settings: Settings, tmp_path: Path) -> Iterator:
-    """Start workers (each with its own data dir, group and API port); all stopped at teardown."""
+    """Start workers (same chDB directory and group unless overridden: a restart); all stopped at teardown."""
     started: list[WorkerProcess] = []
     group = "test-" + uuid.uuid4().hex[:8]
 
     def start(**overrides: object) -> WorkerProcess:
-        settings = load_settings(**{
-            **stack_settings.model_dump(),
-            "group_id": group,
-            "app_id": group + "-app",
-            "clickhouse_dsn": f"chdb://{tmp_path / 'clickhouse'}",
-            "state_dir": tmp_path / "state",
-            "api_port": _free_port(),
-            **overrides,
-        })
-        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log").start()
+        worker = start_worker(stack_settings, tmp_path, group, f"worker-{len(started)}.log", **overrides)
         started.append(worker)
-        worker.wait_ready()
         return worker
 
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture(scope="module")
+def module_worker(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """One worker for a whole test module (e.g. property-based tests with many examples)."""
+    worker = start_worker(stack_settings, tmp_path_factory.mktemp("worker"), "mod-" + uuid.uuid4().hex[:8], "worker.log")
+    yield worker
+    worker.stop()

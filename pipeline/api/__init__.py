@@ -1,0 +1,25 @@
+"""The query API: what the pipeline stored, per tenant, over HTTP (``/v1``), plus ``/health``,
+``/metrics`` and ``/openapi.json``.
+
+One set of aiohttp handlers serves in two places: inside the worker, on Faust's
+aiohttp web server (:mod:`pipeline.api.in_worker`; with chDB only that process
+can read ClickHouse), and as its own process, ``tickwire api``, when ClickHouse
+is a server (:mod:`pipeline.api.server`).
+
+Modules, one concept each:
+
+- :mod:`~pipeline.api.routes` what a route is; :mod:`~pipeline.api.params` its
+  parameters (parsing and OpenAPI schema from one declaration);
+  :mod:`~pipeline.api.errors` the error answers; :mod:`~pipeline.api.app`
+  wraps routes into handlers (auth, errors, metrics, JSON) and mounts them;
+  :mod:`~pipeline.api.openapi` the document built from the routes.
+- Resources: :mod:`~pipeline.api.ticks`, :mod:`~pipeline.api.candles`,
+  :mod:`~pipeline.api.signals` (paged by :mod:`~pipeline.api.pages`),
+  :mod:`~pipeline.api.patterns`, :mod:`~pipeline.api.graph`,
+  :mod:`~pipeline.api.key_admin`.
+- Access: :mod:`~pipeline.api.migrations` (the operational schema),
+  :mod:`~pipeline.api.tenants`, :mod:`~pipeline.api.keys` (format, hashing,
+  storage), :mod:`~pipeline.api.auth` (bearer keys to tenants, briefly cached).
+- Operations: :mod:`~pipeline.api.health`, :mod:`~pipeline.api.context` (the
+  stores the API reads), :mod:`~pipeline.api.cli`, :mod:`~pipeline.api.demo`.
+"""

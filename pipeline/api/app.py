@@ -1,0 +1,127 @@
+"""Routes to aiohttp handlers: authentication, validation, errors, metrics and JSON, in one wrapper.
+
+:func:`mount` adds every route of the API to an aiohttp router: the worker's
+(Faust's web server, :mod:`pipeline.api.in_worker`) or a standalone
+application's (:mod:`pipeline.api.server`). For each request the wrapper:
+
+1. for ``/v1`` routes: answers 503 until the context is ready, then checks
+   the bearer key (401) and its scope (403);
+2. parses the query, path and body as the route declares them (400);
+3. runs the handler and serialises its answer with orjson;
+4. turns an :class:`~pipeline.api.errors.ApiError` into its JSON answer and
+   anything unexpected into a bare 500 (details in the log, never to the
+   client);
+5. observes the latency in ``tickwire_api_request_seconds{route, status}``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from pipeline.api import candles, graph, health, key_admin, openapi, patterns, signals, ticks
+from pipeline.api.context import ApiContext
+from pipeline.api.errors import ApiError, forbidden
+from pipeline.api.params import parse_body, parse_path, parse_query
+from pipeline.api.routes import Call, Route
+from pipeline.config import Settings
+from pipeline.metrics import API_REQUEST_SECONDS
+
+log = logging.getLogger("tickwire.api")
+
+_RESOURCES = (ticks, candles, signals, patterns, graph, key_admin)
+_SCHEMAS: dict[str, dict[str, Any]] = {name: schema for module in (*_RESOURCES, health)
+                                       for name, schema in module.SCHEMAS.items()}
+
+AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def api_routes(settings: Settings) -> tuple[Route, ...]:
+    """Every route of the API, ``/health`` and ``/v1`` (not the document and metrics routes)."""
+    return (health.ROUTE, *(route for module in _RESOURCES for route in module.routes(settings)))
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
+def _error(exc: ApiError) -> web.Response:
+    return json_response(exc.body(), exc.status, exc.headers)
+
+
+async def _answer(route: Route, ctx: ApiContext, request: web.Request) -> web.StreamResponse:
+    principal = None
+    if route.scope is not None:
+        if not ctx.ready:
+            raise ApiError(503, "the API is starting, try again shortly", headers={"Retry-After": "1"})
+        async with ctx.using("postgres"):
+            principal = await ctx.auth.authenticate(request.headers.get("Authorization"))
+        if not principal.allows(route.scope):
+            raise forbidden(f"this needs a key with scope {route.scope!r}; this key has {principal.scope!r}")
+    params = {**parse_query(request.query, route.params), **parse_path(request.match_info, route.params)}
+    body = parse_body(await request.read(), route.body.decoder) if route.body is not None else None
+    result = await route.handler(ctx, Call(principal, params, body))
+    if isinstance(result, web.StreamResponse):
+        return result
+    return json_response(result, route.status)
+
+
+def handler(route: Route, ctx: ApiContext) -> AiohttpHandler:
+    """The aiohttp handler of ``route`` (see the module docstring)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        began = time.perf_counter()
+        try:
+            response = await _answer(route, ctx, request)
+        except ApiError as exc:
+            response = _error(exc)
+        except web.HTTPException as exc:  # raised by aiohttp itself, e.g. a body over the size limit
+            response = _error(ApiError(exc.status, exc.reason))
+        except Exception:
+            log.exception("unexpected error answering %s", route.label)
+            response = _error(ApiError(500, "internal error"))
+        API_REQUEST_SECONDS.labels(route.label, str(response.status)).observe(time.perf_counter() - began)
+        return response
+
+    return handle
+
+
+async def _metrics(ctx: ApiContext, call: Call) -> web.Response:
+    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _document(ctx: ApiContext, call: Call) -> web.Response:
+    return web.Response(body=document_bytes(ctx.settings), content_type="application/json")
+
+
+METRICS_ROUTE = Route("GET", "/metrics", "Prometheus metrics of this process", "operations", _metrics, None, scope=None,
+                      responses={"200": {"description": "Prometheus text exposition format.",
+                                         "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                      description="Consume path (inside the worker) and API request latency by route and status.")
+DOCUMENT_ROUTE = Route("GET", "/openapi.json", "This document", "operations", _document, None, scope=None,
+                       responses={"200": {"description": "The OpenAPI document.",
+                                          "content": {"application/json": {"schema": {"type": "object"}}}}})
+
+
+def all_routes(settings: Settings) -> tuple[Route, ...]:
+    """Every route: ``/health``, ``/v1/...``, ``/metrics`` and ``/openapi.json``."""
+    return (*api_routes(settings), METRICS_ROUTE, DOCUMENT_ROUTE)
+
+
+@functools.cache
+def document_bytes(settings: Settings) -> bytes:
+    """The OpenAPI document of :func:`all_routes` for ``settings``, as served."""
+    return orjson.dumps(openapi.document(all_routes(settings), _SCHEMAS), option=orjson.OPT_INDENT_2)
+
+
+def mount(router: web.UrlDispatcher, ctx: ApiContext) -> None:
+    """Add every route, served from ``ctx``, to ``router``."""
+    for route in all_routes(ctx.settings):
+        router.add_route(route.method, route.path, handler(route, ctx))

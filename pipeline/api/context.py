@@ -1,0 +1,116 @@
+"""The stores the API reads, its key checker and health probes, and whether it is ready to serve.
+
+Two ways to build one:
+- inside the worker (:mod:`pipeline.api.in_worker`), on the worker's own
+  connections (already started and closed by the worker) and its source's
+  consumer lag;
+- :meth:`ApiContext.standalone` for ``tickwire api``: its own connections,
+  opened by :meth:`start` and closed by :meth:`close`.
+
+Either way :meth:`start` opens the operational database (migrating its schema)
+and only then sets :attr:`ready`; ``/v1`` answers 503 until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+import redis.asyncio as redis
+
+from pipeline.analytics import AnalyticsStore
+from pipeline.api.auth import Authenticator
+from pipeline.api.errors import ApiError, unavailable
+from pipeline.api.health import Health
+from pipeline.api.migrations import open_pool
+from pipeline.config import Settings
+from pipeline.graph.base import GraphStore
+from pipeline.roles import make_graph_store, make_vector_store
+from pipeline.vectors.base import VectorStore
+
+log = logging.getLogger("tickwire.api")
+
+#: The longest a request waits on one store before answering 503.
+STORE_TIMEOUT_S = 10.0
+
+#: Consumer lag per input topic, from the consumer running in this process.
+LagFn = Callable[[], dict[str, int]]
+
+
+class ApiContext:
+    def __init__(self, settings: Settings, *, analytics: AnalyticsStore, cache: redis.Redis, vectors: VectorStore,
+                 graph: GraphStore, lag: LagFn | None, owns_stores: bool) -> None:
+        self.settings = settings
+        self.analytics = analytics
+        self.cache = cache
+        self.vectors = vectors
+        self.graph = graph
+        #: None when no consumer runs in this process (``tickwire api``).
+        self.lag = lag
+        self.health = Health(self)
+        self._owns_stores = owns_stores
+        self._pool: asyncpg.Pool | None = None
+        self._auth: Authenticator | None = None
+        #: True between :meth:`start` and :meth:`close`.
+        self.ready = False
+
+    @classmethod
+    def standalone(cls, settings: Settings) -> ApiContext:
+        """A context with its own connections (``tickwire api``); none is opened before :meth:`start`."""
+        return cls(settings, analytics=AnalyticsStore(settings),
+                   cache=redis.Redis.from_url(settings.cache_url, socket_timeout=5, socket_connect_timeout=5),
+                   vectors=make_vector_store(settings), graph=make_graph_store(settings), lag=None, owns_stores=True)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The operational database (tenants, keys); only once started."""
+        if self._pool is None:
+            raise RuntimeError("ApiContext is not started")
+        return self._pool
+
+    @property
+    def auth(self) -> Authenticator:
+        if self._auth is None:
+            raise RuntimeError("ApiContext is not started")
+        return self._auth
+
+    async def start(self) -> None:
+        """Open what this context owns and the operational database; raises if a store does not answer."""
+        if self._owns_stores:
+            await self.analytics.migrate()
+            await self.vectors.start()
+            await self.graph.start()
+        self._pool = await open_pool(self.settings.postgres_dsn)
+        self._auth = Authenticator(self._pool)
+        self.ready = True
+
+    async def close(self) -> None:
+        self.ready = False
+        await self.health.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+        if self._owns_stores:
+            await self.cache.aclose()
+            await self.vectors.close()
+            await self.graph.close()
+            await self.analytics.close()
+
+    @asynccontextmanager
+    async def using(self, dependency: str) -> AsyncIterator[None]:
+        """Run a store call: if the store fails or takes over :data:`STORE_TIMEOUT_S`, answer 503 naming it.
+
+        Parameters are validated before any store is called, so a store error here
+        is never the client's fault; its details go to the log only.
+        """
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                yield
+        except ApiError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any store failure is "unavailable" to the client
+            log.warning("%s failed during a request: %s: %s", dependency, type(exc).__name__, str(exc)[:200])
+            raise unavailable(dependency) from None

@@ -1,0 +1,48 @@
+"""The query API inside the worker: every route on Faust's aiohttp web server
+(``settings.api_host:api_port``), reading the stores through the worker's own
+connections.
+
+Why Faust's web server: with chDB the worker process is the only one that can
+read ClickHouse, and Faust already runs an aiohttp server on the worker's event
+loop (the operator SQL route lives there too), so the API adds no second
+server, port or framework; ``tickwire api`` serves the same aiohttp handlers on
+a bare aiohttp application.
+
+Importing this module registers the routes and :class:`ApiService`; the service
+starts after the batch source (Faust starts its services in registration
+order), so the stores are open when it sets the API ready. Until then ``/v1``
+answers 503 and ``/health`` reports ``ready: false``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mode import Service
+
+from pipeline.api.app import mount
+from pipeline.api.context import ApiContext
+from pipeline.app import app, connections, settings, source
+
+log = logging.getLogger("tickwire.api")
+
+
+class ApiService(Service):
+    """Opens the API's operational database (keys) with the worker and closes it before the stores."""
+
+    def __init__(self, ctx: ApiContext, **kwargs: object) -> None:
+        self.ctx = ctx
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        await self.ctx.start()
+        log.info("query API ready at %s (OpenAPI document at /openapi.json)", settings.api_url)
+
+    async def on_stop(self) -> None:
+        await self.ctx.close()
+
+
+context = ApiContext(settings, analytics=connections.analytics, cache=connections.cache, vectors=connections.vectors,
+                     graph=connections.graph, lag=source.lag, owns_stores=False)
+mount(app.web.web_app.router, context)
+app.service(ApiService(context))

@@ -1,0 +1,268 @@
+"""Faults: kills, store outages, failing inserts, poison input. Nothing lost, nothing duplicated.
+
+Each test is bounded in time (deadlines on every wait) and able to fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+import redis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from pipeline import stack
+from pipeline.producer import TICKS_TOPIC, MT5Producer, encode_tick
+from pipeline.sql_client import worker_query
+from tests.test_ticks_pipeline import make_ticks, newest_per_key, produce
+from tests.topic_reader import read_topic
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.stack
+
+MINUTE = 60_000
+TICK_SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "tick.v1.json").read_text())
+
+
+def scalar(worker, sql: str) -> int:
+    lines = worker_query(worker.settings, sql)
+    assert lines is not None, "worker did not answer"
+    return int(next(iter(orjson.loads(lines[0]).values())))
+
+
+def visible(worker, tenant: str) -> int:
+    return scalar(worker, f"SELECT count() FROM tickwire.ticks FINAL WHERE tenant = '{tenant}'")
+
+
+def logged(worker, text: str) -> bool:
+    return text in worker.log_file.read_text(errors="replace")
+
+
+def produce_in_background(settings, ticks: list[dict], chunk_pause_s: float) -> threading.Thread:
+    thread = threading.Thread(target=lambda: asyncio.run(produce(settings, ticks, chunk_pause_s=chunk_pause_s)))
+    thread.start()
+    return thread
+
+
+def candles_of(worker, tenant: str) -> list[dict]:
+    lines = worker_query(worker.settings, (
+        "SELECT symbol, timeframe, toUnixTimestamp64Milli(start) AS s, open, high, low, close, ticks, volume "
+        f"FROM tickwire.candles FINAL WHERE tenant = '{tenant}' ORDER BY symbol, timeframe, s"))
+    return [orjson.loads(line) for line in lines or []]
+
+
+def assert_hot_keys_newest(settings, ticks: list[dict]) -> None:
+    cache = redis.Redis.from_url(settings.cache_url, decode_responses=True)
+    for key, tick in newest_per_key(ticks).items():
+        assert int(cache.hget(key, "time_msc")) == tick["time_msc"], key
+
+
+def test_sigkill_several_times_during_100k_ticks(stack_settings, worker_factory, tenant, tmp_path):
+    ticks = make_ticks([tenant], [f"S{i:02}" for i in range(20)], per_key=5_000)  # 100k; 10 ms apart per key
+    worker = worker_factory(candle_timeframes="1m")
+    producing = produce_in_background(stack_settings, ticks, chunk_pause_s=0.05)
+    try:
+        for _ in range(3):
+            before = visible(worker, tenant)
+            wait_until(lambda: visible(worker, tenant) > before, timeout_s=60, what="progress before the kill")
+            worker.stop(signal.SIGKILL)
+            worker = worker_factory(candle_timeframes="1m")
+    finally:
+        producing.join(timeout=120)
+    wait_until(lambda: visible(worker, tenant) == len(ticks), timeout_s=120, what=f"{len(ticks)} ticks")
+    assert scalar(worker, f"SELECT uniqExact(symbol, time) FROM tickwire.ticks FINAL WHERE tenant = '{tenant}'") == len(ticks)
+    assert_hot_keys_newest(stack_settings, ticks)
+
+    # candles equal those of a clean run over the same topic (fresh group and store, never killed)
+    clean_dir = tmp_path / "clean"
+    clean = worker_factory(candle_timeframes="1m", group_id=f"clean-{tenant}", app_id=f"clean-{tenant}-app",
+                           clickhouse_dsn=f"chdb://{clean_dir / 'clickhouse'}", state_dir=clean_dir / "state")
+    wait_until(lambda: visible(clean, tenant) == len(ticks), timeout_s=120, what="the clean run")
+    expected_bars = len({(t["symbol"], t["time_msc"] // MINUTE) for t in ticks}) - 20  # the last bar of each key stays open
+    wait_until(lambda: len(candles_of(clean, tenant)) == expected_bars, timeout_s=60, what="the clean run's bars")
+    wait_until(lambda: candles_of(worker, tenant) == candles_of(clean, tenant), timeout_s=60,
+               what="the killed run's bars to equal the clean run's")
+
+
+def test_cache_outage_pauses_and_resumes_without_loss(stack_settings, worker_factory, tenant):
+    ticks = make_ticks([tenant], [f"S{i}" for i in range(10)], per_key=3_000)
+    worker = worker_factory()
+    producing = produce_in_background(stack_settings, ticks, chunk_pause_s=0.2)
+    try:
+        wait_until(lambda: visible(worker, tenant) > 0, timeout_s=60, what="the first rows")
+        stack.stop_server(stack_settings, "cache")
+        try:
+            wait_until(lambda: logged(worker, "sink cache.hot_ticks unavailable"), timeout_s=30, what="the circuit to open")
+            paused_at = visible(worker, tenant)
+            producing.join(timeout=60)
+            assert visible(worker, tenant) == paused_at, "nothing may be committed while the cache is down"
+        finally:
+            stack.start_server(stack_settings, "cache")
+        wait_until(lambda: logged(worker, "sink cache.hot_ticks recovered"), timeout_s=60, what="recovery")
+        wait_until(lambda: visible(worker, tenant) == len(ticks), timeout_s=60, what="the lag to drain")
+    finally:
+        producing.join(timeout=60)
+    # the restarted cache starts empty: one more tick per key must land on top of the recovered state
+    last = [dict(t, time_msc=t["time_msc"] + 1) for t in newest_per_key(ticks).values()]
+    asyncio.run(produce(stack_settings, last))
+    wait_until(lambda: visible(worker, tenant) == len(ticks) + len(last), timeout_s=30, what="the last ticks")
+    assert_hot_keys_newest(stack_settings, ticks + last)
+
+
+def test_postgres_outage_pauses_pattern_writes_and_resumes(stack_settings, worker_factory, tenant):
+    worker = worker_factory(candle_timeframes="1m", pattern_horizon_bars=2)
+    rng = random.Random(5)
+    def minutes(first: int, last: int) -> list[dict]:
+        out = []
+        for symbol, base in (("EURUSD", 1.08), ("XAUUSD", 2650.0)):
+            for m in range(first, last):
+                for s in (5, 35, 55):
+                    price = base * (1 + rng.gauss(0, 1e-3))
+                    out.append(dict(tenant=tenant, broker="demo", symbol=symbol, time_msc=1_763_899_200_000 + m * MINUTE + s * 1000,
+                                    bid=round(price, 5), ask=round(price * 1.0001, 5), flags=6))
+        return out
+    history = minutes(0, 40)
+    asyncio.run(produce(stack_settings, history))
+    wait_until(lambda: visible(worker, tenant) == len(history), timeout_s=60, what="the history")
+    stack.stop_server(stack_settings, "postgres")
+    try:
+        more = minutes(40, 50)
+        asyncio.run(produce(stack_settings, more))
+        wait_until(lambda: logged(worker, "sink patterns unavailable"), timeout_s=60, what="the patterns circuit to open")
+    finally:
+        stack.start_server(stack_settings, "postgres")
+    wait_until(lambda: logged(worker, "sink patterns recovered"), timeout_s=60, what="recovery")
+    wait_until(lambda: visible(worker, tenant) == len(history) + len(more), timeout_s=60, what="every tick")
+    bars = scalar(worker, f"SELECT count() FROM tickwire.candles FINAL WHERE tenant = '{tenant}'")
+    assert bars == 2 * 49  # 50 minutes per symbol, the last one still open
+
+
+def test_failed_clickhouse_insert_is_retried_never_skipped(stack_settings, worker_factory, tenant):
+    ticks = make_ticks([tenant], [f"S{i}" for i in range(10)], per_key=2_000)
+    worker = worker_factory()
+    producing = produce_in_background(stack_settings, ticks, chunk_pause_s=0.2)
+    try:
+        wait_until(lambda: visible(worker, tenant) > 0, timeout_s=60, what="the first rows")
+        worker_query(worker.settings, "DETACH TABLE tickwire.ticks", write=True)
+        try:
+            wait_until(lambda: logged(worker, "sink clickhouse.ticks unavailable"), timeout_s=30, what="the insert to fail")
+        finally:
+            worker_query(worker.settings, "ATTACH TABLE tickwire.ticks", write=True)
+        wait_until(lambda: logged(worker, "sink clickhouse.ticks recovered"), timeout_s=60, what="recovery")
+    finally:
+        producing.join(timeout=60)
+    wait_until(lambda: visible(worker, tenant) == len(ticks), timeout_s=60, what="every tick exactly once")
+    assert scalar(worker, f"SELECT uniqExact(symbol, time) FROM tickwire.ticks FINAL WHERE tenant = '{tenant}'") == len(ticks)
+
+
+def test_sigterm_flushes_and_commits_within_its_deadline(stack_settings, worker_factory, tenant):
+    ticks = make_ticks([tenant], ["EURUSD", "GBPUSD"], per_key=2_000)
+    worker = worker_factory()
+    asyncio.run(produce(stack_settings, ticks))
+    wait_until(lambda: visible(worker, tenant) == len(ticks), timeout_s=60, what="every tick")
+    started = time.monotonic()
+    assert worker.stop(signal.SIGTERM, timeout_s=worker.settings.shutdown_timeout_s + 10) == 0
+    assert time.monotonic() - started < worker.settings.shutdown_timeout_s
+
+    async def committed_is_end() -> bool:
+        consumer = AIOKafkaConsumer(bootstrap_servers=stack_settings.bootstrap_servers, group_id=worker.settings.group_id,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(TICKS_TOPIC, p) for p in sorted(consumer.partitions_for_topic(TICKS_TOPIC))]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            await consumer.getmany(timeout_ms=1000)  # learn the high-watermarks from a fetch
+            for tp in tps:
+                highwater = consumer.highwater(tp)
+                if highwater is not None and highwater > 0 and await consumer.committed(tp) != highwater:
+                    return False
+            return True
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(committed_is_end()), "after SIGTERM every partition is committed up to its end"
+
+
+def tick_like(tenant: str) -> st.SearchStrategy[dict]:
+    return st.fixed_dictionaries({
+        "v": st.sampled_from([1, 1, 1, 2, "1"]),
+        "tenant": st.sampled_from([tenant, tenant, "UPPER", "", "a:b"]),
+        "broker": st.sampled_from(["demo", "ok", "b" * 70]),
+        "symbol": st.one_of(st.sampled_from(["EURUSD", "#AAPL", "US30+", "bad\nsym"]), st.integers(33, 3000).map(lambda n: "x" * n)),
+        "time_msc": st.one_of(st.integers(-5, 5_000_000_000_000), st.just(1_763_900_000_000), st.floats(allow_nan=False, allow_infinity=False)),
+        "bid": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.just(1.1), st.integers(-5, 10**12), st.text(max_size=3)),
+        "ask": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.just(1.2), st.none()),
+    }, optional={"flags": st.integers(-1, 300), "volume": st.integers(-1, 2**60), "extra": st.integers(-2**63, 2**63 - 1)})
+
+
+def encodings(tenant: str) -> st.SearchStrategy[bytes]:
+    valid = st.builds(lambda i: encode_tick(tenant=tenant, broker="demo", symbol="FUZZ", time_msc=1_763_900_000_000 + i,
+                                            bid=1.1, ask=1.2), st.integers(0, 10**6))
+    documents = tick_like(tenant).map(orjson.dumps)
+    return st.one_of(
+        valid,
+        documents,
+        documents.flatmap(lambda d: st.integers(0, len(d)).map(lambda n: d[:n])),  # truncated JSON
+        st.binary(max_size=200),
+        st.just(b'{"v":1,"bid":1e999}'),
+        st.integers(1000, 5000).map(lambda n: b"[" * n),
+        st.integers(60_000, 100_000).map(lambda n: b'{"v":1,"tenant":"' + b"x" * n + b'"}'),
+    )
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def expected_valid(value: bytes) -> bool:
+    """Independent oracle: strict UTF-8 JSON that validates against the published schema."""
+    if len(value) > 65_536:
+        return False
+    try:
+        document = json.loads(value.decode("utf-8"), parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return jsonschema.Draft202012Validator(TICK_SCHEMA).is_valid(document)
+
+
+def identity(value: bytes) -> tuple:
+    """What deduplicates a stored tick (see pipeline.analytics_tables)."""
+    d = json.loads(value)
+    return (d["broker"], d["symbol"], int(d["time_msc"]), d["bid"], d["ask"], d.get("last", 0), d.get("volume", 0),
+            d.get("volume_real", 0), d.get("flags", 0))
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck),
+          phases=(Phase.explicit, Phase.reuse, Phase.generate))  # no shrinking: each example waits on the worker
+@given(data=st.data())
+def test_any_bytes_become_rows_or_dead_letters_and_the_worker_stays_up(stack_settings, module_worker, data):
+    tenant = "fz" + uuid.uuid4().hex[:12]  # not random.*: hypothesis seeds it identically per example
+    values = data.draw(st.lists(encodings(tenant), min_size=5, max_size=40))
+    key = f"{tenant}:fuzz:key".encode()
+
+    async def send() -> None:
+        async with MT5Producer(stack_settings, validate=False) as producer:
+            for value in values:
+                await producer.send_raw(TICKS_TOPIC, key, value)
+
+    asyncio.run(send())
+    stored = {identity(v) for v in values if expected_valid(v) and json.loads(v)["tenant"] == tenant}
+    bad = [v for v in values if not expected_valid(v)]
+    wait_until(lambda: visible(module_worker, tenant) == len(stored), timeout_s=30, what=f"{len(stored)} valid ticks")
+    letters = asyncio.run(read_topic(stack_settings, "dlq.v1", key, len(bad), timeout_s=30))
+    assert len(letters) == len(bad)
+    assert sorted(base64.b64decode(orjson.loads(v)["value_b64"]) for _, v in letters) == sorted(bad)
+    assert module_worker.running()
