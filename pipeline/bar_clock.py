@@ -8,8 +8,9 @@ bar is amended (recomputed and upserted); otherwise it is dropped from candles
 (it is still stored as a tick).
 
 The clock lives in memory and is not checkpointed: after a restart it starts
-from the first tick it sees per key (bars themselves are computed from the
-stored ticks, so nothing is lost: see pipeline.candle_builder).
+from the first tick it sees per key, and reports that key as first seen, so
+that the builder recomputes the bar that was open before (bars themselves are
+computed from the stored ticks, so nothing is lost: see pipeline.candle_builder).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class ClockEvents:
     amended: list[BarWindow] = field(default_factory=list)
     #: (timeframe, "amended" | "dropped") -> late ticks
     late: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: series this clock had never seen -> the time of their first tick here
+    first_seen: dict[SeriesKey, int] = field(default_factory=dict)
 
 
 class BarClock:
@@ -51,6 +54,8 @@ class BarClock:
 
     def observe(self, series: SeriesKey, time_msc: int, events: ClockEvents) -> None:
         """Account for one tick of ``series`` at ``time_msc``; append what it closes or amends to ``events``."""
+        if series not in self._watermark:
+            events.first_seen[series] = time_msc
         watermark = max(self._watermark.get(series, time_msc), time_msc)
         self._watermark[series] = watermark
         tenant, broker, symbol = series

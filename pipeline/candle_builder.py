@@ -63,6 +63,17 @@ GROUP BY tenant, broker, symbol, start_ms
 """
 
 
+# Per series first seen by this process: the time of its latest stored tick before that.
+PREVIOUS_TICK_SQL = """
+SELECT q.1 AS tenant, q.2 AS broker, q.3 AS symbol, toUnixTimestamp64Milli(max(t.time)) AS previous_ms
+FROM {db}.ticks AS t FINAL
+INNER JOIN (SELECT arrayJoin({firsts:Array(Tuple(String, String, String, Int64))}) AS q) AS f
+    ON t.tenant = f.q.1 AND t.broker = f.q.2 AND t.symbol = f.q.3
+WHERE toUnixTimestamp64Milli(t.time) < f.q.4
+GROUP BY tenant, broker, symbol
+"""
+
+
 class BarBatch(Handoff):
     """Bars computed in one flush, handed to the agents that derive from closed bars."""
 
@@ -101,6 +112,7 @@ class CandleBuilder(Sink):
         self._store_bars = store_bars
         self._receivers: list[BarsCallback] = []
         self._pending: set[BarWindow] = set()
+        self._first_seen: dict[tuple[str, str, str], int] = {}
 
     @property
     def name(self) -> str:
@@ -108,7 +120,7 @@ class CandleBuilder(Sink):
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._first_seen)
 
     def on_bars(self, receiver: BarsCallback) -> None:
         """Call ``receiver`` with each flush's bars; the flush waits for it (and its awaitable) to finish."""
@@ -135,13 +147,17 @@ class CandleBuilder(Sink):
             observe((tick.tenant, tick.broker, tick.symbol), int(tick.time_msc), events)
         self._pending.update(events.closed)
         self._pending.update(events.amended)
+        self._first_seen.update(events.first_seen)
         for (timeframe, outcome), count in events.late.items():
             LATE_TICKS.labels(timeframe, outcome).inc(count)
 
     async def flush(self) -> None:
         """Compute, store, publish and hand on every pending bar. Idempotent; keeps the
         pending set until everything succeeded, so a failed flush is retried whole."""
+        if self._first_seen:
+            self._pending.update(await self._bars_open_before())
         if not self._pending:
+            self._first_seen.clear()
             return
         bars: list[Candle] = []
         by_timeframe: dict[str, list[BarWindow]] = defaultdict(list)
@@ -160,6 +176,20 @@ class CandleBuilder(Sink):
                 if inspect.isawaitable(received):
                     await received
         self._pending.clear()
+        self._first_seen.clear()
+
+    async def _bars_open_before(self) -> set[BarWindow]:
+        """For series first seen by this process (a restart, a replay), the bars that were open
+        before their first tick here: those may have closed without being computed."""
+        firsts = [(*series, first) for series, first in self._first_seen.items()]
+        _, rows = await self._store.query(PREVIOUS_TICK_SQL.replace("{db}", self._store.database), {"firsts": firsts})
+        windows = set()
+        for tenant, broker, symbol, previous_ms in rows:
+            first = self._first_seen[tenant, broker, symbol]
+            for tf in self._timeframes.values():
+                if tf.window_start(int(previous_ms)) < tf.window_start(first):
+                    windows.add(BarWindow(tenant, broker, symbol, tf.name, tf.window_start(int(previous_ms))))
+        return windows
 
     async def compute(self, timeframe: Timeframe, windows: Sequence[BarWindow]) -> list[Candle]:
         """The bars of ``windows`` (one timeframe) from the stored ticks; windows without ticks give none."""

@@ -12,6 +12,7 @@ from rich.table import Table
 from pipeline.api.cli import api, keys, tenants
 from pipeline.config import SettingsError, get_settings
 from pipeline.produce_cli import import_mt5, simulate
+from pipeline.replay_cli import dlq, replay_command
 from pipeline.stack.cli import stack
 
 console = Console()
@@ -99,6 +100,8 @@ def demo(duration: float, rate: float, history: int) -> None:
 cli.add_command(stack)
 cli.add_command(simulate)
 cli.add_command(import_mt5)
+cli.add_command(replay_command)
+cli.add_command(dlq)
 cli.add_command(tenants)
 cli.add_command(keys)
 cli.add_command(api)
