@@ -99,9 +99,10 @@ def _letters(reason: str | None):  # type: ignore[no-untyped-def]
 def dlq_list(reason: str | None, limit: int) -> None:
     """Dead letters, newest last: where they came from and why."""
     letters = _letters(reason)
-    table = Table("dlq", "source", "reason", "error", title=f"{len(letters):,} dead letters")
+    table = Table("dlq", "source", "key", "reason", "error", title=f"{len(letters):,} dead letters")
     for partition, offset, letter in letters[-limit:]:
-        table.add_row(f"{partition}:{offset}", f"{letter.topic}[{letter.partition}]@{letter.offset}", letter.reason,
+        key = base64.b64decode(letter.key_b64).decode("utf-8", "backslashreplace") if letter.key_b64 else ""
+        table.add_row(f"{partition}:{offset}", f"{letter.topic}[{letter.partition}]@{letter.offset}", key[:60], letter.reason,
                       letter.error[:80])
     console.print(table)
 
