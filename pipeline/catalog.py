@@ -80,8 +80,8 @@ class TopicState:
     detail: str = ""
 
 
-async def apply_catalog(catalog: Catalog, bootstrap_servers: list[str]) -> list[TopicState]:
-    """Create missing topics; report drift of existing ones. Never deletes or alters."""
+async def apply_catalog(catalog: Catalog, bootstrap_servers: list[str], replication_factor: int = 1) -> list[TopicState]:
+    """Create missing topics (with ``replication_factor``); report drift of existing ones. Never deletes or alters."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
     await admin.start()
     try:
@@ -90,7 +90,7 @@ async def apply_catalog(catalog: Catalog, bootstrap_servers: list[str]) -> list[
         states: list[TopicState] = []
         if missing:
             response = await admin.create_topics(
-                [NewTopic(t.name, t.partitions, 1, topic_configs=t.configs) for t in missing]
+                [NewTopic(t.name, t.partitions, replication_factor, topic_configs=t.configs) for t in missing]
             )
             for name, code, message in response.topic_errors:
                 if code not in (0, TOPIC_ALREADY_EXISTS):

@@ -44,7 +44,7 @@ def topics_apply() -> None:
     settings = _settings()
     try:
         catalog = load_catalog(settings.topics_file)
-        states = asyncio.run(apply_catalog(catalog, settings.bootstrap_servers))
+        states = asyncio.run(apply_catalog(catalog, settings.bootstrap_servers, settings.topic_replication_factor))
     except CatalogError as exc:
         console.print(f"[red]{exc}[/red]")
         sys.exit(2)

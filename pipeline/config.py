@@ -51,6 +51,7 @@ class Settings(BaseSettings):
 
     # roles and their backends
     broker_url: str = Field("kafka://127.0.0.1:19092", description="Kafka-protocol bootstrap servers, comma separated.")
+    topic_replication_factor: int = Field(1, ge=1, le=7, description="Replicas of topics that `topics apply` creates (3 on a cluster).")
     clickhouse_dsn: str = Field("chdb://.tickwire/clickhouse", description="chdb://PATH (in-process) or http(s)://host:port.")
     clickhouse_database: str = Field("tickwire", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     cache_url: str = Field("redis://127.0.0.1:16379/0", description="Redis protocol hot cache (Valkey, DragonflyDB).")

@@ -69,7 +69,7 @@ from arango.database import StandardDatabase
 from arango.exceptions import ArangoServerError
 
 from pipeline.config import Settings
-from pipeline.graph.base import CorrelationEdge, GraphStore, Neighbor, StrategyEdge
+from pipeline.graph.base import CorrelationEdge, GraphStore, StrategyEdge
 
 T = TypeVar("T")
 
@@ -324,34 +324,16 @@ class ArangoGraphStore(GraphStore):
             })
         await self._call(self._write_all, dict(vertices), UPSERT_STRATEGY_EDGES, rows)
 
-    async def _neighbors(
-        self, tenant: str, symbol: str, depth: int, min_weight: float, timeframe: str | None
-    ) -> list[Neighbor]:
-        # Breadth-first, one query per level (see the module docstring). Each level sees the
-        # graph as it is then: a concurrent write between levels can show in the result.
-        seen = [symbol]
-        frontier = [symbol]
-        found: list[Neighbor] = []
-        for level in range(1, depth + 1):
-            rows = await self._call(self._query, NEXT_LEVEL, {
-                "frontier": [symbol_id(tenant, name) for name in frontier],
-                "tenant": tenant,
-                "min_weight": min_weight,
-                "timeframe": timeframe,
-                "seen": seen,
-            })
-            best: dict[str, Neighbor] = {}
-            for name, via, weight, edge_timeframe in rows:
-                candidate = Neighbor(name, level, float(weight), edge_timeframe, via)
-                held = best.get(name)
-                if held is None or _stronger(candidate, held):
-                    best[name] = candidate
-            if not best:
-                break
-            found.extend(best.values())
-            frontier = list(best)
-            seen.extend(frontier)
-        return found
+    async def _next_level(
+        self, tenant: str, frontier: list[str], seen: list[str], min_weight: float, timeframe: str | None
+    ) -> list[tuple[str, str, float, str]]:
+        return await self._call(self._query, NEXT_LEVEL, {
+            "frontier": [symbol_id(tenant, name) for name in frontier],
+            "tenant": tenant,
+            "min_weight": min_weight,
+            "timeframe": timeframe,
+            "seen": seen,
+        })
 
     async def _strategies(self, tenant: str, symbol: str) -> list[StrategyEdge]:
         rows = await self._call(self._query, STRATEGIES_OF, {"symbol": symbol_id(tenant, symbol), "tenant": tenant})
@@ -368,8 +350,3 @@ class ArangoGraphStore(GraphStore):
             CorrelationEdge(tenant, a, b, edge_timeframe, float(weight), int(window_end_ms), int(samples))
             for a, b, edge_timeframe, weight, window_end_ms, samples in rows
         ]
-
-
-def _stronger(candidate: Neighbor, held: Neighbor) -> bool:
-    """Whether ``candidate`` is the better last edge of one level (|weight|, then smaller via, timeframe)."""
-    return (-abs(candidate.weight), candidate.via, candidate.timeframe) < (-abs(held.weight), held.via, held.timeframe)

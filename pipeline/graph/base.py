@@ -283,8 +283,31 @@ class GraphStore(ABC):
         _check_real("min_weight", min_weight, 0.0, 1.0)
         if timeframe is not None:
             _check_name("timeframe", timeframe)
-        found = await self._neighbors(tenant, symbol, depth, float(min_weight), timeframe)
+        found = await self._breadth_first(tenant, symbol, depth, float(min_weight), timeframe)
         return sorted(found, key=lambda n: (n.depth, -abs(n.weight), n.symbol))
+
+    async def _breadth_first(
+        self, tenant: str, symbol: str, depth: int, min_weight: float, timeframe: str | None
+    ) -> list[Neighbor]:
+        """One :meth:`_next_level` query per level rather than one variable-length path query
+        (which enumerates every path and explodes past depth 3). Each level sees the graph as
+        it is then: a concurrent write between levels can show in the result."""
+        seen = [symbol]
+        frontier = [symbol]
+        found: list[Neighbor] = []
+        for level in range(1, depth + 1):
+            best: dict[str, Neighbor] = {}
+            for name, via, weight, edge_timeframe in await self._next_level(tenant, frontier, seen, min_weight, timeframe):
+                candidate = Neighbor(name, level, float(weight), edge_timeframe, via)
+                held = best.get(name)
+                if held is None or _stronger(candidate, held):
+                    best[name] = candidate
+            if not best:
+                break
+            found.extend(best.values())
+            frontier = list(best)
+            seen.extend(frontier)
+        return found
 
     async def strategies(self, tenant: str, symbol: str) -> list[StrategyEdge]:
         """The strategy edges into ``symbol``, sorted by strategy; ``[]`` if none."""
@@ -316,10 +339,11 @@ class GraphStore(ABC):
         """Apply :meth:`upsert_strategy_edges` to edges of distinct identities."""
 
     @abstractmethod
-    async def _neighbors(
-        self, tenant: str, symbol: str, depth: int, min_weight: float, timeframe: str | None
-    ) -> list[Neighbor]:
-        """:meth:`neighbors`' symbols, in any order."""
+    async def _next_level(
+        self, tenant: str, frontier: list[str], seen: list[str], min_weight: float, timeframe: str | None
+    ) -> list[tuple[str, str, float, str]]:
+        """``(symbol, via, weight, timeframe)`` of every correlation edge from a ``frontier`` symbol
+        (``via``) to a symbol not in ``seen``, with ``|weight| >= min_weight`` (and of ``timeframe``)."""
 
     @abstractmethod
     async def _strategies(self, tenant: str, symbol: str) -> list[StrategyEdge]:
@@ -328,3 +352,8 @@ class GraphStore(ABC):
     @abstractmethod
     async def _correlations(self, tenant: str, symbol: str, timeframe: str | None) -> list[CorrelationEdge]:
         """:meth:`correlations`' edges, in any order."""
+
+
+def _stronger(candidate: Neighbor, held: Neighbor) -> bool:
+    """Whether ``candidate`` is the better last edge of one level (|weight|, then smaller via, timeframe)."""
+    return (-abs(candidate.weight), candidate.via, candidate.timeframe) < (-abs(held.weight), held.via, held.timeframe)

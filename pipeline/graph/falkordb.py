@@ -63,7 +63,7 @@ from falkordb.asyncio.graph import AsyncGraph
 from redis.exceptions import ResponseError
 
 from pipeline.config import Settings
-from pipeline.graph.base import CorrelationEdge, GraphStore, Neighbor, StrategyEdge, check_tenant
+from pipeline.graph.base import CorrelationEdge, GraphStore, StrategyEdge, check_tenant
 
 GRAPH_PREFIX = "tickwire:"
 
@@ -240,33 +240,11 @@ class FalkorGraphStore(GraphStore):
             )
         await self._write(UPSERT_STRATEGY_EDGES, rows)
 
-    async def _neighbors(
-        self, tenant: str, symbol: str, depth: int, min_weight: float, timeframe: str | None
-    ) -> list[Neighbor]:
-        # Breadth-first, one query per level (see the module docstring for why
-        # not one variable-length pattern). Each level sees the graph as it is
-        # then: a concurrent write between levels can show in the result.
-        seen = [symbol]
-        frontier = [symbol]
-        found: list[Neighbor] = []
-        for level in range(1, depth + 1):
-            rows = await self._read(
-                tenant,
-                NEXT_LEVEL,
-                {"frontier": frontier, "seen": seen, "min_weight": min_weight, "timeframe": timeframe},
-            )
-            best: dict[str, Neighbor] = {}
-            for name, via, weight, edge_timeframe in rows:
-                candidate = Neighbor(name, level, float(weight), edge_timeframe, via)
-                held = best.get(name)
-                if held is None or _stronger(candidate, held):
-                    best[name] = candidate
-            if not best:
-                break
-            found.extend(best.values())
-            frontier = list(best)
-            seen.extend(frontier)
-        return found
+    async def _next_level(
+        self, tenant: str, frontier: list[str], seen: list[str], min_weight: float, timeframe: str | None
+    ) -> list[tuple[str, str, float, str]]:
+        return await self._read(tenant, NEXT_LEVEL,
+                                {"frontier": frontier, "seen": seen, "min_weight": min_weight, "timeframe": timeframe})
 
     async def _strategies(self, tenant: str, symbol: str) -> list[StrategyEdge]:
         rows = await self._read(tenant, STRATEGIES, {"symbol": symbol})
@@ -281,8 +259,3 @@ class FalkorGraphStore(GraphStore):
             CorrelationEdge(tenant, a, b, edge_timeframe, float(weight), window_end_ms, samples)
             for a, b, edge_timeframe, weight, window_end_ms, samples in rows
         ]
-
-
-def _stronger(candidate: Neighbor, held: Neighbor) -> bool:
-    """Whether ``candidate`` is the better last edge of one level (|weight|, then smaller via, timeframe)."""
-    return (-abs(candidate.weight), candidate.via, candidate.timeframe) < (-abs(held.weight), held.via, held.timeframe)
