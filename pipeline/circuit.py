@@ -26,6 +26,7 @@ class CircuitBreaker:
     failures: int = 0
     opened_at: float | None = None
     last_error: str = ""
+    last_error_kind: str = ""
     _opened_monotonic: float = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
@@ -35,6 +36,7 @@ class CircuitBreaker:
         """Record a failed write; True if this opened the circuit."""
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        self.last_error_kind = type(exc).__name__
         if self.state == "open":
             return False
         self.state, self.opened_at, self._opened_monotonic = "open", time.time(), time.monotonic()
@@ -53,5 +55,7 @@ class CircuitBreaker:
         return True
 
     def snapshot(self) -> dict[str, object]:
-        """For /health: state, failed attempts so far, since when (epoch s), last error."""
-        return {"state": self.state, "failures": self.failures, "open_since": self.opened_at, "last_error": self.last_error}
+        """For /health: state, failed attempts so far, since when (epoch s), the kind of the last error
+        (its type only: the message can name hosts; it is in the log)."""
+        return {"state": self.state, "failures": self.failures, "open_since": self.opened_at,
+                "last_error": self.last_error_kind}

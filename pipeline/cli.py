@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from bench.cli import bench
 from pipeline.api.cli import api, keys, tenants
 from pipeline.config import SettingsError, get_settings
 from pipeline.produce_cli import import_mt5, simulate
@@ -105,6 +106,7 @@ cli.add_command(dlq)
 cli.add_command(tenants)
 cli.add_command(keys)
 cli.add_command(api)
+cli.add_command(bench)
 
 
 def main() -> None:

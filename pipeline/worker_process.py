@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from pydantic import SecretStr
+
 from pipeline.config import Settings
 from pipeline.sql_client import SqlError, worker_query
 from pipeline.stack.process import is_alive, terminate
@@ -25,6 +27,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """``TICKWIRE_*`` variables that reproduce ``settings`` in a child process."""
     env = {}
     for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is not None:
             env[f"TICKWIRE_{name.upper()}"] = str(value)
     return env

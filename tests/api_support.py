@@ -221,6 +221,12 @@ def tenant_b(tenant: str) -> TenantData:
     return TenantData(tenant, ticks, signals, {"LEAD": 2 * BARS, "TWIN": BARS, "SOLO": BARS, "BONLY": BARS})
 
 
+async def produce_ticks(settings: Settings, ticks: list[dict[str, Any]]) -> None:
+    async with MT5Producer(settings) as producer:
+        for tick in ticks:
+            await producer.send_tick(**tick)
+
+
 async def produce(settings: Settings, *datasets: TenantData) -> None:
     async with MT5Producer(settings) as producer:
         for data in datasets:
@@ -266,9 +272,11 @@ def _wait_stored(world: World, data: TenantData) -> None:
                timeout_s=60, what=f"{data.tenant}'s strategy edges")
 
 
-@pytest.fixture(scope="module")
 def api_world(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """A worker (with the API) holding tenant A's and tenant B's data, stored and derived."""
+    """A worker (with the API) holding tenant A's and tenant B's data, stored and derived; stopped at the end.
+
+    For a module-scoped fixture: ``yield from api_world(stack_settings, tmp_path_factory)``.
+    """
     worker = start_api_worker(stack_settings, tmp_path_factory.mktemp("api-worker"), **DERIVED_SETTINGS)
     suffix = uuid.uuid4().hex[:8]
     world = World(worker, tenant_a("ta" + suffix), tenant_b("tb" + suffix))

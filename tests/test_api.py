@@ -13,13 +13,20 @@ import pytest
 from pgvector.asyncpg import register_vector
 
 from pipeline.api.app import document_bytes
+from pipeline.config import Settings
 from pipeline.embedding import DIMENSION
 from pipeline.graph.falkordb import FalkorGraphStore
 from pipeline.sql_client import worker_query
 from pipeline.vectors.pgvector import PgVectorStore
-from tests.api_support import BARS, MINUTE, SYMBOLS, T0, ApiClient, World, api_world  # noqa: F401 (fixture)
+from tests.api_support import BARS, MINUTE, SYMBOLS, T0, ApiClient, World, api_world
 
 pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def world(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    yield from api_world(stack_settings, tmp_path_factory)
+
 
 LAST_END = T0 + BARS * MINUTE
 
@@ -62,9 +69,9 @@ def stored_rows(world: World, sql: str) -> list[dict[str, Any]]:
 # --- every endpoint returns what the pipeline stored ---------------------------------------------------
 
 
-def test_latest_tick_is_the_newest_produced(api_world: World) -> None:
-    a = api_world.a
-    client = api_world.client(a.key)
+def test_latest_tick_is_the_newest_produced(world: World) -> None:
+    a = world.a
+    client = world.client(a.key)
     for symbol in (*SYMBOLS, "TIES"):
         newest = sorted(a.ticks_of(symbol), key=lambda t: t["time_msc"])[-1]  # TIES: one time, the last one sent wins
         assert client.data("/v1/ticks/latest", symbol=symbol, broker="demo") == [{
@@ -73,9 +80,9 @@ def test_latest_tick_is_the_newest_produced(api_world: World) -> None:
     assert client.data("/v1/ticks/latest", symbol="LEAD", broker="elsewhere") == []
 
 
-def test_ticks_pages_are_every_stored_tick_newest_first(api_world: World) -> None:
-    a = api_world.a
-    client = api_world.client(a.key)
+def test_ticks_pages_are_every_stored_tick_newest_first(world: World) -> None:
+    a = world.a
+    client = world.client(a.key)
     for symbol in (*SYMBOLS, "TIES"):
         produced = sorted(a.ticks_of(symbol), key=lambda t: (-t["time_msc"], t["bid"], t["ask"]))
         for limit in (5, 1000):
@@ -93,12 +100,12 @@ def test_ticks_pages_are_every_stored_tick_newest_first(api_world: World) -> Non
     assert client.data("/v1/ticks", symbol="NOSUCH") == []
 
 
-def test_candles_are_the_stored_bars(api_world: World) -> None:
-    a = api_world.a
-    client = api_world.client(a.key)
+def test_candles_are_the_stored_bars(world: World) -> None:
+    a = world.a
+    client = world.client(a.key)
     for symbol in SYMBOLS:
         rows = client.pages("/v1/candles", symbol=symbol, timeframe="1m", limit=10)
-        stored = stored_rows(api_world, f"""
+        stored = stored_rows(world, f"""
             SELECT broker, symbol, timeframe, toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms,
                    open, high, low, close, bid_close, ask_close, spread_avg, spread_min, spread_max, ticks, volume, volume_real
             FROM tickwire.candles FINAL WHERE tenant = '{a.tenant}' AND symbol = '{symbol}' AND timeframe = '1m'
@@ -112,9 +119,9 @@ def test_candles_are_the_stored_bars(api_world: World) -> None:
     assert [r["start_ms"] for r in window] == [T0 + 3 * MINUTE, T0 + 2 * MINUTE, T0 + MINUTE]
 
 
-def test_signals_are_the_stored_signals(api_world: World) -> None:
-    a = api_world.a
-    client = api_world.client(a.key)
+def test_signals_are_the_stored_signals(world: World) -> None:
+    a = world.a
+    client = world.client(a.key)
 
     def expected(**match: str) -> list[dict[str, Any]]:
         chosen = [s for s in a.signals if all(s[k] == v for k, v in match.items())]
@@ -133,13 +140,13 @@ def test_signals_are_the_stored_signals(api_world: World) -> None:
     assert client.data("/v1/signals", strategy="nosuch") == []
 
 
-def test_similar_patterns_are_the_vector_stores_answer_for_the_current_shape(api_world: World) -> None:
-    a = api_world.a
-    client = api_world.client(a.key)
+def test_similar_patterns_are_the_vector_stores_answer_for_the_current_shape(world: World) -> None:
+    a = world.a
+    client = world.client(a.key)
     answer = client.get("/v1/patterns/similar", symbol="LEAD", timeframe="1m", k=5).body
     assert answer["query"] == {"broker": "demo", "symbol": "LEAD", "timeframe": "1m", "window_end_ms": LAST_END}
-    vector = asyncio.run(stored_embedding(api_world, a.tenant, "LEAD", "demo", LAST_END))
-    direct = asyncio.run(direct_search(api_world, a.tenant, vector, 5, timeframe="1m", before_ms=LAST_END,
+    vector = asyncio.run(stored_embedding(world, a.tenant, "LEAD", "demo", LAST_END))
+    direct = asyncio.run(direct_search(world, a.tenant, vector, 5, timeframe="1m", before_ms=LAST_END,
                                        with_forward_return_only=True))
     assert [(m["symbol"], m["window_end_ms"], m["forward_return"]) for m in answer["data"]] == \
            [(d.key.symbol, d.key.window_end_ms, d.forward_return) for d in direct]
@@ -148,16 +155,16 @@ def test_similar_patterns_are_the_vector_stores_answer_for_the_current_shape(api
     assert client.get("/v1/patterns/similar", symbol="TIES", timeframe="1m").body == {"query": None, "data": []}
 
 
-def test_pattern_search_finds_the_twin_and_matches_the_vector_store(api_world: World) -> None:
-    a = api_world.a
-    client = api_world.client(a.key)
-    vector = asyncio.run(stored_embedding(api_world, a.tenant, "LEAD", "demo", LAST_END))
+def test_pattern_search_finds_the_twin_and_matches_the_vector_store(world: World) -> None:
+    a = world.a
+    client = world.client(a.key)
+    vector = asyncio.run(stored_embedding(world, a.tenant, "LEAD", "demo", LAST_END))
     answer = client.request("POST", "/v1/patterns/search", body={"vector": vector, "k": 4, "timeframe": "1m"})
     assert answer.status == 200, answer.body
     found = answer.body["data"]
     assert {(m["symbol"], m["window_end_ms"]) for m in found[:2]} == {("LEAD", LAST_END), ("TWIN", LAST_END)}
     assert found[1]["distance"] < 0.01
-    direct = asyncio.run(direct_search(api_world, a.tenant, vector, 4, timeframe="1m"))
+    direct = asyncio.run(direct_search(world, a.tenant, vector, 4, timeframe="1m"))
     assert {(m["symbol"], m["window_end_ms"]) for m in found} == {(d.key.symbol, d.key.window_end_ms) for d in direct}
     assert [m["distance"] for m in found] == pytest.approx([d.distance for d in direct], abs=1e-6)
     scaled = client.request("POST", "/v1/patterns/search", body={"vector": [x * 1e300 for x in vector], "k": 4}).body["data"]
@@ -168,15 +175,15 @@ def test_pattern_search_finds_the_twin_and_matches_the_vector_store(api_world: W
     assert client.request("POST", "/v1/patterns/search", body={"vector": [0.0] * DIMENSION}).body == {"data": []}
 
 
-def test_graph_endpoints_are_the_graph_stores_answer(api_world: World) -> None:
-    a = api_world.a
-    client = api_world.client(a.key)
+def test_graph_endpoints_are_the_graph_stores_answer(world: World) -> None:
+    a = world.a
+    client = world.client(a.key)
     neighbors = client.data("/v1/graph/neighbors", symbol="LEAD")  # default min_weight: the correlation threshold
     assert [(n["symbol"], n["timeframe"], n["via"], n["depth"]) for n in neighbors] == [("TWIN", "1m", "LEAD", 1)]
     assert neighbors[0]["weight"] > 0.99
     for depth in (1, 3):
         everything = client.data("/v1/graph/neighbors", symbol="LEAD", min_weight=0, depth=depth)
-        direct = asyncio.run(direct_graph(api_world, "neighbors", a.tenant, "LEAD", depth=depth, min_weight=0.0))
+        direct = asyncio.run(direct_graph(world, "neighbors", a.tenant, "LEAD", depth=depth, min_weight=0.0))
         assert [(n["symbol"], n["depth"], n["via"], n["weight"]) for n in everything] == \
                [(n.symbol, n.depth, n.via, n.weight) for n in direct]
         assert {n["symbol"] for n in everything} == {"TWIN", "SOLO"}
@@ -229,30 +236,30 @@ def cross_tenant_requests(world: World) -> Iterator[tuple[str, str, dict[str, An
 
 
 @pytest.fixture(scope="module")
-def b_vectors(api_world: World) -> list[list[float]]:
-    b = api_world.b
-    vectors = [asyncio.run(stored_embedding(api_world, b.tenant, symbol, broker, LAST_END))
+def b_vectors(world: World) -> list[list[float]]:
+    b = world.b
+    vectors = [asyncio.run(stored_embedding(world, b.tenant, symbol, broker, LAST_END))
                for symbol, broker in (("BONLY", "bbroker"), ("LEAD", "bbroker"), ("LEAD", "demo"))]
-    api_world.extra["b_vectors"] = vectors
+    world.extra["b_vectors"] = vectors
     return vectors
 
 
-def test_tenant_b_data_is_visible_to_b_so_the_markers_can_be_seen(api_world: World, b_vectors: list[list[float]]) -> None:
-    b = api_world.b
-    markers = b.markers() - api_world.a.markers()
-    client = api_world.client(b.key)
+def test_tenant_b_data_is_visible_to_b_so_the_markers_can_be_seen(world: World, b_vectors: list[list[float]]) -> None:
+    b = world.b
+    markers = b.markers() - world.a.markers()
+    client = world.client(b.key)
     assert leaks(client.data("/v1/ticks", symbol="BONLY"), markers)
     assert leaks(client.data("/v1/signals", strategy="bstrat"), markers)
     found = client.request("POST", "/v1/patterns/search", body={"vector": b_vectors[0], "k": 5}).body["data"]
     assert ("BONLY", "bbroker") in {(m["symbol"], m["broker"]) for m in found}
 
 
-def test_tenant_a_sees_nothing_of_tenant_b_whatever_the_parameters(api_world: World, b_vectors: list[list[float]]) -> None:
-    a, b = api_world.a, api_world.b
+def test_tenant_a_sees_nothing_of_tenant_b_whatever_the_parameters(world: World, b_vectors: list[list[float]]) -> None:
+    a, b = world.a, world.b
     markers = b.markers() - a.markers() | {"BONLY", "bbroker", "bstrat", b.tenant}
-    client = api_world.client(a.key)
+    client = world.client(a.key)
     tried = 0
-    for method, path, query, body in cross_tenant_requests(api_world):
+    for method, path, query, body in cross_tenant_requests(world):
         answer = client.request(method, path, query, body)
         assert answer.status == 200, (path, query, answer.body)
         assert not leaks(answer.body, markers), (path, query, leaks(answer.body, markers))
@@ -270,11 +277,11 @@ def test_tenant_a_sees_nothing_of_tenant_b_whatever_the_parameters(api_world: Wo
         assert client.get("/v1/ticks", symbol=crafted).status == 400
 
     # an admin key manages its own tenant's keys only
-    admin = api_world.client(a.admin_key)
+    admin = world.client(a.admin_key)
     listed = admin.data("/v1/keys")
     assert b.admin_key_id not in {k["key_id"] for k in listed} and a.admin_key_id in {k["key_id"] for k in listed}
     assert admin.request("DELETE", f"/v1/keys/{b.admin_key_id}").status == 404
-    assert api_world.client(b.admin_key).get("/v1/keys").status == 200, "B's key still works"
+    assert world.client(b.admin_key).get("/v1/keys").status == 200, "B's key still works"
 
 
 # --- errors ------------------------------------------------------------------------------------------------
@@ -304,14 +311,14 @@ def test_tenant_a_sees_nothing_of_tenant_b_whatever_the_parameters(api_world: Wo
     ("/v1/graph/neighbors", {"symbol": "LEAD", "min_weight": "nan"}, "min_weight"),
     ("/v1/graph/neighbors", {"symbol": "LEAD", "min_weight": "inf"}, "min_weight"),
 ])
-def test_bad_parameters_are_a_400_naming_the_parameter(api_world: World, path: str, params: dict, parameter: str) -> None:
-    answer = api_world.client(api_world.a.key).get(path, **params)
+def test_bad_parameters_are_a_400_naming_the_parameter(world: World, path: str, params: dict, parameter: str) -> None:
+    answer = world.client(world.a.key).get(path, **params)
     assert answer.status == 400, answer.body
     assert answer.body["parameter"] == parameter and answer.body["error"].startswith(parameter)
 
 
-def test_repeated_parameter_is_a_400(api_world: World) -> None:
-    answer = api_world.client(api_world.a.key).request("GET", "/v1/ticks?symbol=LEAD&symbol=TWIN")
+def test_repeated_parameter_is_a_400(world: World) -> None:
+    answer = world.client(world.a.key).request("GET", "/v1/ticks?symbol=LEAD&symbol=TWIN")
     assert answer.status == 400 and answer.body["parameter"] == "symbol"
 
 
@@ -327,15 +334,15 @@ def test_repeated_parameter_is_a_400(api_world: World) -> None:
     (orjson.dumps({"vector": [1.0] * DIMENSION, "symbol": None}), "symbol"),
     (orjson.dumps({"vector": [1.0] * DIMENSION, "tenant": "x"}), "tenant"),
 ])
-def test_bad_search_bodies_are_a_400_naming_the_field(api_world: World, body: bytes, parameter: str) -> None:
-    answer = api_world.client(api_world.a.key).request("POST", "/v1/patterns/search", raw_body=body)
+def test_bad_search_bodies_are_a_400_naming_the_field(world: World, body: bytes, parameter: str) -> None:
+    answer = world.client(world.a.key).request("POST", "/v1/patterns/search", raw_body=body)
     assert answer.status == 400, answer.body
     assert answer.body["parameter"] == parameter, answer.body
     assert "Traceback" not in answer.body["error"]
 
 
-def test_unknown_names_give_empty_lists_everywhere(api_world: World) -> None:
-    client = api_world.client(api_world.a.key)
+def test_unknown_names_give_empty_lists_everywhere(world: World) -> None:
+    client = world.client(world.a.key)
     assert client.data("/v1/ticks/latest", symbol="NOSUCH", broker="demo") == []
     assert client.data("/v1/ticks", symbol="NOSUCH") == []
     assert client.data("/v1/candles", symbol="NOSUCH", timeframe="1m") == []
@@ -348,11 +355,11 @@ def test_unknown_names_give_empty_lists_everywhere(api_world: World) -> None:
 # --- operations -------------------------------------------------------------------------------------------
 
 
-def test_metrics_serve_the_consume_path_and_api_latency_by_route_and_status(api_world: World) -> None:
-    client = api_world.client(api_world.a.key)
+def test_metrics_serve_the_consume_path_and_api_latency_by_route_and_status(world: World) -> None:
+    client = world.client(world.a.key)
     client.get("/v1/ticks", symbol="LEAD")
     client.get("/v1/ticks", symbol="LEAD", limit="abc")
-    answer = ApiClient(api_world.settings.api_url).get("/metrics")
+    answer = ApiClient(world.settings.api_url).get("/metrics")
     assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/plain")
     text = answer.body
     assert 'tickwire_api_request_seconds_count{route="GET /v1/ticks",status="200"}' in text
@@ -361,13 +368,13 @@ def test_metrics_serve_the_consume_path_and_api_latency_by_route_and_status(api_
                    "tickwire_checkpoint_seconds_bucket", 'tickwire_consumer_lag{topic="mt5.ticks.v1"}',
                    "tickwire_batch_records_bucket"):
         assert metric in text, metric
-    assert api_world.a.tenant not in text and api_world.a.key not in text
+    assert world.a.tenant not in text and world.a.key not in text
 
 
-def test_openapi_document_is_served_and_lists_every_route(api_world: World) -> None:
-    answer = ApiClient(api_world.settings.api_url).get("/openapi.json")
+def test_openapi_document_is_served_and_lists_every_route(world: World) -> None:
+    answer = ApiClient(world.settings.api_url).get("/openapi.json")
     assert answer.status == 200
-    assert answer.body == orjson.loads(document_bytes(api_world.settings))
+    assert answer.body == orjson.loads(document_bytes(world.settings))
     assert answer.body["openapi"].startswith("3.")
     assert set(answer.body["paths"]) == {
         "/health", "/metrics", "/openapi.json", "/v1/ticks/latest", "/v1/ticks", "/v1/candles", "/v1/signals",
@@ -375,4 +382,4 @@ def test_openapi_document_is_served_and_lists_every_route(api_world: World) -> N
         "/v1/keys/{key_id}"}
     neighbors = answer.body["paths"]["/v1/graph/neighbors"]["get"]
     min_weight = next(p for p in neighbors["parameters"] if p["name"] == "min_weight")
-    assert min_weight["schema"]["default"] == api_world.settings.correlation_threshold
+    assert min_weight["schema"]["default"] == world.settings.correlation_threshold

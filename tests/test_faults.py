@@ -12,6 +12,8 @@ import random
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -48,6 +50,15 @@ def visible(worker, tenant: str) -> int:
 
 def logged(worker, text: str) -> bool:
     return text in worker.log_file.read_text(errors="replace")
+
+
+def health(worker) -> dict:
+    """The worker's /health body (whatever its status code)."""
+    try:
+        with urllib.request.urlopen(worker.settings.api_url + "/health", timeout=10) as response:
+            return orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return orjson.loads(exc.read())
 
 
 def produce_in_background(settings, ticks: list[dict], chunk_pause_s: float) -> threading.Thread:
@@ -98,22 +109,21 @@ def test_sigkill_several_times_during_100k_ticks(stack_settings, worker_factory,
 
 def test_cache_outage_pauses_and_resumes_without_loss(stack_settings, worker_factory, tenant):
     ticks = make_ticks([tenant], [f"S{i}" for i in range(10)], per_key=3_000)
+    before, during = ticks[: len(ticks) // 2], ticks[len(ticks) // 2:]
     worker = worker_factory()
-    producing = produce_in_background(stack_settings, ticks, chunk_pause_s=0.2)
+    asyncio.run(produce(stack_settings, before))
+    wait_until(lambda: visible(worker, tenant) == len(before), timeout_s=60, what="the first half")
+    stack.stop_server(stack_settings, "cache")
     try:
-        wait_until(lambda: visible(worker, tenant) > 0, timeout_s=60, what="the first rows")
-        stack.stop_server(stack_settings, "cache")
-        try:
-            wait_until(lambda: logged(worker, "sink cache.hot_ticks unavailable"), timeout_s=30, what="the circuit to open")
-            paused_at = visible(worker, tenant)
-            producing.join(timeout=60)
-            assert visible(worker, tenant) == paused_at, "nothing may be committed while the cache is down"
-        finally:
-            stack.start_server(stack_settings, "cache")
-        wait_until(lambda: logged(worker, "sink cache.hot_ticks recovered"), timeout_s=60, what="recovery")
-        wait_until(lambda: visible(worker, tenant) == len(ticks), timeout_s=60, what="the lag to drain")
+        asyncio.run(produce(stack_settings, during))  # lands while the cache is down
+        wait_until(lambda: logged(worker, "sink cache.hot_ticks unavailable"), timeout_s=30, what="the circuit to open")
+        assert health(worker)["sinks"]["cache.hot_ticks"]["state"] == "open"
+        assert visible(worker, tenant) == len(before), "nothing may be committed while the cache is down"
     finally:
-        producing.join(timeout=60)
+        stack.start_server(stack_settings, "cache")
+    wait_until(lambda: logged(worker, "sink cache.hot_ticks recovered"), timeout_s=60, what="recovery")
+    wait_until(lambda: visible(worker, tenant) == len(ticks), timeout_s=60, what="the lag to drain")
+    assert health(worker)["sinks"]["cache.hot_ticks"]["state"] == "closed"
     # the restarted cache starts empty: one more tick per key must land on top of the recovered state
     last = [dict(t, time_msc=t["time_msc"] + 1) for t in newest_per_key(ticks).values()]
     asyncio.run(produce(stack_settings, last))
@@ -151,18 +161,17 @@ def test_postgres_outage_pauses_pattern_writes_and_resumes(stack_settings, worke
 
 def test_failed_clickhouse_insert_is_retried_never_skipped(stack_settings, worker_factory, tenant):
     ticks = make_ticks([tenant], [f"S{i}" for i in range(10)], per_key=2_000)
+    before, during = ticks[: len(ticks) // 2], ticks[len(ticks) // 2:]
     worker = worker_factory()
-    producing = produce_in_background(stack_settings, ticks, chunk_pause_s=0.2)
+    asyncio.run(produce(stack_settings, before))
+    wait_until(lambda: visible(worker, tenant) == len(before), timeout_s=60, what="the first half")
+    worker_query(worker.settings, "DETACH TABLE tickwire.ticks", write=True)
     try:
-        wait_until(lambda: visible(worker, tenant) > 0, timeout_s=60, what="the first rows")
-        worker_query(worker.settings, "DETACH TABLE tickwire.ticks", write=True)
-        try:
-            wait_until(lambda: logged(worker, "sink clickhouse.ticks unavailable"), timeout_s=30, what="the insert to fail")
-        finally:
-            worker_query(worker.settings, "ATTACH TABLE tickwire.ticks", write=True)
-        wait_until(lambda: logged(worker, "sink clickhouse.ticks recovered"), timeout_s=60, what="recovery")
+        asyncio.run(produce(stack_settings, during))  # their insert fails while the table is detached
+        wait_until(lambda: logged(worker, "sink clickhouse.ticks unavailable"), timeout_s=30, what="the insert to fail")
     finally:
-        producing.join(timeout=60)
+        worker_query(worker.settings, "ATTACH TABLE tickwire.ticks", write=True)
+    wait_until(lambda: logged(worker, "sink clickhouse.ticks recovered"), timeout_s=60, what="recovery")
     wait_until(lambda: visible(worker, tenant) == len(ticks), timeout_s=60, what="every tick exactly once")
     assert scalar(worker, f"SELECT uniqExact(symbol, time) FROM tickwire.ticks FINAL WHERE tenant = '{tenant}'") == len(ticks)
 

@@ -43,17 +43,12 @@ _SCHEMAS: dict[str, dict[str, Any]] = {name: schema for module in (*_RESOURCES, 
 AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def api_routes(settings: Settings) -> tuple[Route, ...]:
-    """Every route of the API, ``/health`` and ``/v1`` (not the document and metrics routes)."""
-    return (health.ROUTE, *(route for module in _RESOURCES for route in module.routes(settings)))
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
 def _error(exc: ApiError) -> web.Response:
-    return json_response(exc.body(), exc.status, exc.headers)
+    return _json(exc.body(), exc.status, exc.headers)
 
 
 async def _answer(route: Route, ctx: ApiContext, request: web.Request) -> web.StreamResponse:
@@ -70,7 +65,7 @@ async def _answer(route: Route, ctx: ApiContext, request: web.Request) -> web.St
     result = await route.handler(ctx, Call(principal, params, body))
     if isinstance(result, web.StreamResponse):
         return result
-    return json_response(result, route.status)
+    return _json(result, route.status)
 
 
 def handler(route: Route, ctx: ApiContext) -> AiohttpHandler:
@@ -112,7 +107,8 @@ DOCUMENT_ROUTE = Route("GET", "/openapi.json", "This document", "operations", _d
 
 def all_routes(settings: Settings) -> tuple[Route, ...]:
     """Every route: ``/health``, ``/v1/...``, ``/metrics`` and ``/openapi.json``."""
-    return (*api_routes(settings), METRICS_ROUTE, DOCUMENT_ROUTE)
+    resources = (route for module in _RESOURCES for route in module.routes(settings))
+    return (health.ROUTE, *resources, METRICS_ROUTE, DOCUMENT_ROUTE)
 
 
 @functools.cache

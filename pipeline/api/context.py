@@ -38,11 +38,13 @@ STORE_TIMEOUT_S = 10.0
 
 #: Consumer lag per input topic, from the consumer running in this process.
 LagFn = Callable[[], dict[str, int]]
+#: Each sink's circuit breaker (state, failures, open since, last error), from the worker's checkpoint.
+CircuitsFn = Callable[[], dict[str, dict[str, object]]]
 
 
 class ApiContext:
     def __init__(self, settings: Settings, *, analytics: AnalyticsStore, cache: redis.Redis, vectors: VectorStore,
-                 graph: GraphStore, lag: LagFn | None, owns_stores: bool) -> None:
+                 graph: GraphStore, lag: LagFn | None, owns_stores: bool, circuits: CircuitsFn | None = None) -> None:
         self.settings = settings
         self.analytics = analytics
         self.cache = cache
@@ -50,6 +52,7 @@ class ApiContext:
         self.graph = graph
         #: None when no consumer runs in this process (``tickwire api``).
         self.lag = lag
+        self.circuits = circuits
         self.health = Health(self)
         self._owns_stores = owns_stores
         self._pool: asyncpg.Pool | None = None

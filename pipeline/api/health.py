@@ -5,7 +5,9 @@ store — is asked a real question, all in parallel, each within
 :data:`PROBE_TIMEOUT_S`, so the answer always comes within about that long.
 The body gives each one's status (``up``/``down``), latency and whether it is
 required, plus the consumer lag per input topic (records behind the fetch
-high-watermark) when a consumer runs in this process (the worker), else null.
+high-watermark) and each sink's circuit breaker (an open circuit means the
+pipeline is paused, retrying that store: status ``degraded``) when a consumer
+runs in this process (the worker), else null.
 
 Status code: 200 when the API is ready and every required dependency is up,
 else 503. Inside the worker every dependency is required (the pipeline stalls
@@ -64,10 +66,13 @@ class Health:
         dependencies = dict(zip(DEPENDENCIES, results))
         required_down = [n for n, r in dependencies.items() if r["required"] and r["status"] == "down"]
         optional_down = [n for n, r in dependencies.items() if not r["required"] and r["status"] == "down"]
+        sinks = self._ctx.circuits() if self._ctx.circuits is not None else None
+        paused = any(circuit["state"] == "open" for circuit in (sinks or {}).values())
         healthy = self._ctx.ready and not required_down
-        status = "ok" if healthy and not optional_down else "degraded" if healthy else "unavailable"
+        status = "ok" if healthy and not optional_down and not paused else "degraded" if healthy else "unavailable"
         lag = self._ctx.lag() if self._ctx.lag is not None else None
-        body = {"status": status, "ready": self._ctx.ready, "dependencies": dependencies, "consumer_lag": lag}
+        body = {"status": status, "ready": self._ctx.ready, "dependencies": dependencies, "consumer_lag": lag,
+                "sinks": sinks}
         return (200 if healthy else 503), body
 
     async def close(self) -> None:
@@ -121,13 +126,29 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
     },
     "Health": {
-        "type": "object", "additionalProperties": False, "required": ["status", "ready", "dependencies", "consumer_lag"],
+        "type": "object", "additionalProperties": False,
+        "required": ["status", "ready", "dependencies", "consumer_lag", "sinks"],
         "properties": {
             "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
             "ready": {"type": "boolean", "description": "Whether the API has started (keys and stores open)."},
             "dependencies": {
                 "type": "object", "additionalProperties": False, "required": list(DEPENDENCIES),
                 "properties": {name: {"$ref": "#/components/schemas/Dependency"} for name in DEPENDENCIES},
+            },
+            "sinks": {
+                "type": ["object", "null"],
+                "description": "Each sink's circuit breaker (null: no consumer in this process). An open circuit: "
+                               "consumption is paused and the write retried with backoff.",
+                "additionalProperties": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["state", "failures", "open_since", "last_error"],
+                    "properties": {
+                        "state": {"type": "string", "enum": ["closed", "open"]},
+                        "failures": {"type": "integer", "minimum": 0},
+                        "open_since": {"type": ["number", "null"], "description": "Epoch seconds."},
+                        "last_error": {"type": "string"},
+                    },
+                },
             },
             "consumer_lag": {
                 "type": ["object", "null"], "additionalProperties": {"type": "integer", "minimum": 0},

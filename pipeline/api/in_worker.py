@@ -43,6 +43,6 @@ class ApiService(Service):
 
 
 context = ApiContext(settings, analytics=connections.analytics, cache=connections.cache, vectors=connections.vectors,
-                     graph=connections.graph, lag=source.lag, owns_stores=False)
+                     graph=connections.graph, lag=source.lag, owns_stores=False, circuits=source.circuits)
 mount(app.web.web_app.router, context)
 app.service(ApiService(context))

@@ -118,15 +118,16 @@ class Page:
 class DepthHints:
     """How deep earlier pages of the same query reached, so a repeat can skip older data (per process).
 
-    After a page of shape ``shape`` (its filters and bounds, including the
-    tenant) whose ``depth``-th row in list order was at ``time_ms``, every
-    later page of that shape needing at most ``depth`` rows finds them at or
-    after ``time_ms``: rows are only ever added (a replayed row is the same
-    row), so the ``depth`` rows seen then are still there and anything newer
-    only pushes the boundary later. :meth:`bound` gives that lower bound; a
-    caller that gets fewer rows than it needs with the bound must ask again
-    without it (cheap insurance, e.g. if an operator deleted data). Bounded: the
-    oldest shapes are forgotten beyond ``max_shapes``.
+    A page of shape ``shape`` (its tenant, filters and bounds) whose ``depth``-th
+    row in list order was at ``time_ms`` is remembered; a later page of that
+    shape needing at most ``depth`` rows first asks only for rows at or after
+    that time (:meth:`bound`). The answer is always the one the whole range
+    would give: everything outside the bound is older than everything inside it,
+    so if the bounded query fills the page, those are the page's rows; if it
+    does not (rows were deleted, say), the caller asks again without the bound.
+    Rows are only ever added, so in practice the bound holds and a repeated page
+    reads the newest part of the series only, however long the series is.
+    The oldest shapes are forgotten beyond ``max_shapes``.
     """
 
     def __init__(self, max_shapes: int = 10_000) -> None:

@@ -46,14 +46,18 @@ LIMIT {n:UInt32} BY broker
 
 
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """The body of ``POST /v1/patterns/search`` (see :func:`routes` for its documented schema)."""
+    """The body of ``POST /v1/patterns/search``, exactly as strict as its documented schema (:func:`_search_schema`).
+
+    Integers are floats with ``multiple_of=1`` because JSON Schema's ``integer`` admits ``5.0``
+    (as in :mod:`pipeline.schemas`); :func:`search` converts them.
+    """
 
     vector: Annotated[list[float], msgspec.Meta(min_length=DIMENSION, max_length=DIMENSION)]
-    k: Annotated[int, msgspec.Meta(ge=1, le=MAX_RESULTS)] | msgspec.UnsetType = msgspec.UNSET
+    k: Annotated[float, msgspec.Meta(ge=1, le=MAX_RESULTS, multiple_of=1)] | msgspec.UnsetType = msgspec.UNSET
     timeframe: str | msgspec.UnsetType = msgspec.UNSET
     symbol: Annotated[str, msgspec.Meta(pattern=SYMBOL.regex)] | msgspec.UnsetType = msgspec.UNSET
     broker: Annotated[str, msgspec.Meta(pattern=BROKER.regex)] | msgspec.UnsetType = msgspec.UNSET
-    before_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_MS)] | msgspec.UnsetType = msgspec.UNSET
+    before_ms: Annotated[float, msgspec.Meta(ge=0, le=MAX_TIME_MS, multiple_of=1)] | msgspec.UnsetType = msgspec.UNSET
     with_forward_return_only: bool = False
 
 
@@ -115,12 +119,12 @@ async def search(ctx: ApiContext, call: Call) -> dict[str, Any]:
     def given(value: Any) -> Any:
         return None if value is msgspec.UNSET else value
 
-    k = ctx.settings.similar_patterns_k if request.k is msgspec.UNSET else request.k
+    k = ctx.settings.similar_patterns_k if request.k is msgspec.UNSET else int(request.k)
+    before_ms = None if request.before_ms is msgspec.UNSET else int(request.before_ms)
     async with ctx.using("vector"):
         matches = await ctx.vectors.search(
             call.tenant, direction, k, symbol=given(request.symbol), timeframe=given(request.timeframe),
-            broker=given(request.broker), before_ms=given(request.before_ms),
-            with_forward_return_only=request.with_forward_return_only)
+            broker=given(request.broker), before_ms=before_ms, with_forward_return_only=request.with_forward_return_only)
     return {"data": [_match(m) for m in matches]}
 
 

@@ -17,8 +17,8 @@ from pipeline.config import Settings
 from pipeline.sinks.hotcache import hot_key
 
 _LATEST_FIELDS = ("time_msc", "bid", "ask", "last", "volume", "flags")
-#: A series may hold millions of ticks while a page needs a hundred: repeats of a page
-#: read only the recent part (see DepthHints; results are the same).
+#: A series may hold millions of ticks while a page needs a hundred: a repeated page
+#: reads only the newest part of it (see DepthHints; the answer is the same).
 _depths = DepthHints()
 
 TICKS_SQL = """
