@@ -1,0 +1,113 @@
+"""(2) Full pipeline throughput: ticks and signals whose bars close, through every derived stream.
+
+The topics are emptied and preloaded with ticks spread over hours of event
+time (so 1m, 5m and 1h bars close all along the backlog) and signals over the
+same span. The real worker (default settings: candles 1m,5m,1h, patterns,
+correlation and strategy graphs, signal enrichment) is timed, as in (1), from
+its partition assignment to the commit of the last record, which comes only
+after every bar, pattern, edge and enriched signal of the backlog was
+written. Each run has a fresh group and chDB directory, and empty cache,
+vectors and graphs. The report gives the rate as a ratio to (1) and what the
+last run derived (bars, patterns, edges, enriched signals).
+
+The worker of the last run keeps running with its data: the API benchmark
+(:mod:`bench.api_load`) queries it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+from falkordb import FalkorDB
+
+from bench.data import signal_records, tick_records
+from bench.plan import Plan
+from bench.preload import produce
+from bench.progress import Reporter
+from bench.stack import BenchStack
+from bench.stats import rate_summary
+from bench.worker_run import stored_rows, time_backlog
+from pipeline.config import Settings
+from pipeline.graph.falkordb import GRAPH_PREFIX
+from pipeline.producer import SIGNALS_TOPIC, TICKS_TOPIC
+from pipeline.signal_enricher import ENRICHED_TOPIC
+from pipeline.sql_client import worker_query
+from pipeline.topic_scan import count_records
+from pipeline.worker_process import WorkerProcess
+
+PARTITIONS = 12
+TIMEOUT_S = 1800.0
+
+
+def preload(bench: BenchStack, plan: Plan, reporter: Reporter) -> None:
+    ticks = tick_records(plan.full_records, span_ms=plan.full_span_ms, seed=21)
+    signals = signal_records(plan.full_signals, span_ms=plan.full_span_ms)
+    with reporter.step(f"preloading {len(ticks):,} ticks over {plan.full_span_ms / 3_600_000:g} h and "
+                       f"{len(signals):,} signals", total=len(ticks) + len(signals)):
+        asyncio.run(produce(bench.settings, TICKS_TOPIC, ticks, reporter.update))
+        asyncio.run(produce(bench.settings, SIGNALS_TOPIC, signals, lambda n: reporter.update(len(ticks) + n)))
+
+
+def derived(settings: Settings) -> dict[str, Any]:
+    """What the worker derived: bars per timeframe, pattern vectors, graph edges, enriched signals."""
+    bars = {row["timeframe"]: int(row["n"]) for row in map(orjson.loads, worker_query(
+        settings, "SELECT timeframe, count() AS n FROM tickwire.candles FINAL GROUP BY timeframe") or [])}
+    patterns, with_forward = asyncio.run(_patterns(settings.postgres_dsn))
+    graph = FalkorDB.from_url(settings.graph_url)
+    correlations = strategies = 0
+    for name in graph.list_graphs():
+        if not name.startswith(GRAPH_PREFIX):
+            continue
+        g = graph.select_graph(name)
+        correlations += g.ro_query("MATCH ()-[e:CORRELATED]->() RETURN count(e)").result_set[0][0]
+        strategies += g.ro_query("MATCH ()-[e:SIGNALS]->() RETURN count(e)").result_set[0][0]
+    return {"ticks": stored_rows(settings), "signals": stored_rows(settings, "signals"), "bars": bars,
+            "patterns": patterns, "patterns_with_forward_return": with_forward,
+            "correlation_edges": correlations, "strategy_edges": strategies,
+            "enriched_signals": asyncio.run(count_records(settings.bootstrap_servers, ENRICHED_TOPIC))}
+
+
+async def _patterns(dsn: str) -> tuple[int, int]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        row = await connection.fetchrow("SELECT count(*), count(forward_return) FROM patterns")
+        return int(row[0]), int(row[1])
+    finally:
+        await connection.close()
+
+
+def run_full_pipeline(bench: BenchStack, plan: Plan, reporter: Reporter, ingest_rate: float,
+                      profile_to: Path | None = None) -> tuple[dict[str, Any], WorkerProcess]:
+    """The phase's figures, and the last run's worker (still running, for the API benchmark).
+
+    With ``profile_to``, the last run is profiled (py-spy) into that file.
+    """
+    bench.fresh_topics()
+    preload(bench, plan, reporter)
+    records = plan.full_records + plan.full_signals
+    topics = {TICKS_TOPIC: PARTITIONS, SIGNALS_TOPIC: PARTITIONS}
+    runs = []
+    worker = None
+    for run in range(1, plan.full_runs + 1):
+        if worker is not None:
+            bench.stop_worker(worker)
+        bench.clear_derived()
+        worker = bench.worker(bench.contender_settings("full"))
+        with reporter.step(f"full pipeline run {run}/{plan.full_runs}", total=records):
+            timeline = asyncio.run(time_backlog(worker, topics, records, timeout_s=TIMEOUT_S, on_poll=reporter.update,
+                                                profile_to=profile_to if run == plan.full_runs else None))
+        runs.append(timeline.as_dict())
+        reporter.note(f"full pipeline   run {run}: {timeline.rate:>10,.0f} records/s  ({records:,} in {timeline.seconds:.2f} s)")
+    assert worker is not None
+    summary = rate_summary([r["rate"] for r in runs])
+    return {
+        "ticks": plan.full_records, "signals": plan.full_signals, "event_span_ms": plan.full_span_ms,
+        "runs": plan.full_runs, **summary, "details": runs,
+        "ratio_to_ingest": round(float(summary["median"]) / ingest_rate, 3),
+        "derived": derived(worker.settings),
+        "profile": timeline.profile,
+    }, worker

@@ -1,0 +1,158 @@
+"""Timing a real tickwire worker (``pipeline.worker_process.WorkerProcess``) through a preloaded backlog.
+
+The worker runs as ``tickwire worker`` does, in its own process, with a fresh
+consumer group, chDB directory and state directory. From the outside, the
+bench watches:
+
+- ``ready``: the worker answers a query on its operator SQL route (stores
+  connected, source started): start-up, including Faust's own group join;
+- ``assigned``: the time the worker logged that its source's consumer group
+  gave it the partitions (the start of consumption: the first fetch follows);
+- the group's committed offsets, polled every 20 ms (from a consumer that
+  only reads them and never joins): the first and the last commit. A commit
+  comes only after every sink flushed (rows visible in ClickHouse, hot keys
+  written, derived streams done), so "last commit" is "everything visible".
+
+The ingest rate is records / (last commit - assigned): from the start of
+consumption to the moment the last record is visible everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Sequence
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.profile import Profiler
+from pipeline.config import Settings
+from pipeline.sql_client import worker_query
+from pipeline.worker_process import WorkerProcess
+
+POLL_S = 0.02
+_ASSIGNED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[INFO\] assigned \d+ partitions", re.M)
+
+
+@dataclass(frozen=True)
+class WorkerTimeline:
+    """Wall times (epoch s) of one worker run through a backlog of ``records``."""
+
+    records: int
+    spawned: float
+    ready: float
+    assigned: float
+    first_commit: float
+    last_commit: float
+    #: py-spy summary from the first to the last commit, when asked for
+    profile: dict[str, object] | None = None
+
+    @property
+    def rate(self) -> float:
+        """Records per second from the start of consumption to the last commit."""
+        return self.records / (self.last_commit - self.assigned)
+
+    @property
+    def seconds(self) -> float:
+        return self.last_commit - self.assigned
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "records": self.records,
+            "startup_s": round(self.ready - self.spawned, 3),
+            "join_s": round(self.assigned - self.spawned, 3),
+            "first_commit_s": round(self.first_commit - self.assigned, 3),
+            "seconds": round(self.seconds, 3),
+            "rate": round(self.rate, 1),
+        }
+
+
+class CommitWatcher:
+    """Reads a group's committed offsets without joining it."""
+
+    def __init__(self, settings: Settings, partitions: Sequence[TopicPartition]) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id,
+                                          enable_auto_commit=False)
+        self._partitions = list(partitions)
+
+    async def __aenter__(self) -> CommitWatcher:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def committed(self) -> int:
+        """Records committed over all partitions (committed offsets start at 0 in a fresh topic)."""
+        total = 0
+        for tp in self._partitions:
+            total += await self._consumer.committed(tp) or 0
+        return total
+
+
+def partitions_of(topics: dict[str, int]) -> list[TopicPartition]:
+    return [TopicPartition(topic, p) for topic, count in topics.items() for p in range(count)]
+
+
+def assigned_at(log_text: str) -> float | None:
+    """When the worker's source got its partitions (its log line), as epoch s."""
+    found = _ASSIGNED.search(log_text)
+    if found is None:
+        return None
+    return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+async def time_backlog(worker: WorkerProcess, topics: dict[str, int], records: int, *, timeout_s: float,
+                       on_poll: Callable[[int], None] | None = None, profile_to: Path | None = None) -> WorkerTimeline:
+    """Start ``worker`` (not started yet) and time it through ``records`` committed records of ``topics``.
+
+    With ``profile_to``, py-spy records the worker from its first commit to its last into that file.
+    """
+    spawned = time.time()
+    worker.start()
+    ready = first = last = None
+    profiler = None
+    deadline = time.monotonic() + timeout_s
+    async with CommitWatcher(worker.settings, partitions_of(topics)) as watcher:
+        while last is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker committed fewer than {records:,} records in {timeout_s:.0f} s:\n{worker.log_tail()}")
+            if not worker.running():
+                raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
+            if ready is None and await _answers(worker.settings):
+                ready = time.time()
+            committed = await watcher.committed()
+            now = time.time()
+            if committed and first is None:
+                first = now
+                if profile_to is not None and worker.pid is not None:
+                    profiler = Profiler(worker.pid, profile_to)
+            if committed >= records:
+                last = now
+            if on_poll is not None:
+                on_poll(committed)
+            await asyncio.sleep(POLL_S)
+    profile = profiler.stop() if profiler is not None else None
+    assigned = assigned_at(worker.log_file.read_text(errors="replace"))
+    if assigned is None:
+        raise RuntimeError(f"no 'assigned' line in the worker's log:\n{worker.log_tail()}")
+    assert first is not None
+    return WorkerTimeline(records, spawned, ready if ready is not None else last, assigned, first, last, profile)
+
+
+async def _answers(settings: Settings) -> bool:
+    try:
+        return await asyncio.to_thread(worker_query, settings, "SELECT 1") is not None
+    except Exception:  # noqa: BLE001 - starting: 503
+        return False
+
+
+def stored_rows(settings: Settings, table: str = "ticks") -> int:
+    """Rows of ``table`` a query sees (``FINAL``: one per identity), through the worker."""
+    lines = worker_query(settings, f"SELECT count() AS n FROM tickwire.{table} FINAL") or []
+    return int(orjson.loads(lines[0])["n"]) if lines else 0
