@@ -17,7 +17,24 @@ from pipeline.source import BatchSource
 
 settings = get_settings()
 
-app = faust.App(
+
+class TickwireApp(faust.App):
+    """Faust's app, draining tickwire's batch source before Faust's own shutdown.
+
+    On stop, Faust first suspends its flow control, after which agents take no
+    more events; the source's final batch and checkpoint need the agents, so the
+    source drains first.
+    """
+
+    drain_first: BatchSource | None = None
+
+    async def on_stop(self) -> None:
+        if self.drain_first is not None:
+            await self.drain_first.drain()
+        await super().on_stop()
+
+
+app = TickwireApp(
     settings.app_id,
     broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
     store="memory://",
@@ -37,3 +54,4 @@ publisher = TopicPublisher(lambda: connections.producer)
 sinks = SinkSet(settings, connections, publisher)
 source = BatchSource(app, settings, connections, sinks)
 app.service(source)
+app.drain_first = source

@@ -210,14 +210,22 @@ class BatchSource(Service):
             log.warning("no checkpoint before revoke; %d partitions will be redelivered from their last commit", len(revoked))
         self.checkpoint.forget(revoked)
 
-    async def on_stop(self) -> None:
+    async def drain(self) -> None:
+        """Stop fetching, finish the batch in hand and checkpoint, within ``shutdown_timeout_s``.
+
+        Must run before Faust suspends its flow control at shutdown (the app calls it first
+        thing in its ``on_stop``): the agents still have to take the batch in hand.
+        """
         self._stop_event.set()
-        if self._task is not None:
+        if self._task is not None and not self._task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=self.settings.shutdown_timeout_s)
             except asyncio.TimeoutError:
                 log.warning("final checkpoint did not finish in %.0f s; abandoning it", self.settings.shutdown_timeout_s)
                 self._task.cancel()
+
+    async def on_stop(self) -> None:
+        await self.drain()
         if self.consumer is not None:
             await self.consumer.stop()
         for sink in [*self.sinks.ordered, *self.sinks.after_publish]:
