@@ -68,7 +68,8 @@ def main() -> None:
         broker_address=",".join(settings.bootstrap_servers),
         consumer_group=settings.group_id,
         auto_offset_reset="earliest",
-        consumer_extra_config={"session.timeout.ms": settings.session_timeout_ms},
+        # at least 10 s: a shorter session times out under load on a 2-core box and the peer's commit fails
+        consumer_extra_config={"session.timeout.ms": max(settings.session_timeout_ms, 10_000)},
         loglevel="WARNING",
     )
     sink = TicksSink(chdb_dir, settings.cache_url)
