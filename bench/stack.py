@@ -28,6 +28,7 @@ from pipeline.catalog import apply_catalog, load_catalog
 from pipeline.config import Settings, load_settings
 from pipeline.worker_process import WorkerProcess, settings_env
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
