@@ -155,8 +155,9 @@ def test_postgres_outage_pauses_pattern_writes_and_resumes(stack_settings, worke
         stack.start_server(stack_settings, "postgres")
     wait_until(lambda: logged(worker, "sink patterns recovered"), timeout_s=60, what="recovery")
     wait_until(lambda: visible(worker, tenant) == len(history) + len(more), timeout_s=60, what="every tick")
-    bars = scalar(worker, f"SELECT count() FROM tickwire.candles FINAL WHERE tenant = '{tenant}'")
-    assert bars == 2 * 49  # 50 minutes per symbol, the last one still open
+    # bars are computed in the checkpoint after the ticks that close them are stored: wait for them too
+    wait_until(lambda: scalar(worker, f"SELECT count() FROM tickwire.candles FINAL WHERE tenant = '{tenant}'") == 2 * 49,
+               timeout_s=60, what="every bar (50 minutes per symbol, the last one still open)")
 
 
 def test_failed_clickhouse_insert_is_retried_never_skipped(stack_settings, worker_factory, tenant):
