@@ -52,8 +52,9 @@ def preload(bench: BenchStack, plan: Plan, reporter: Reporter) -> None:
         asyncio.run(produce(bench.settings, SIGNALS_TOPIC, signals, lambda n: reporter.update(len(ticks) + n)))
 
 
-def derived(settings: Settings) -> dict[str, Any]:
-    """What the worker derived: bars per timeframe, pattern vectors, graph edges, enriched signals."""
+def derived(settings: Settings, enriched_before: int) -> dict[str, Any]:
+    """What the worker derived: bars per timeframe, pattern vectors, graph edges, and the enriched signals
+    it published (records on the enriched topic beyond the ``enriched_before`` earlier runs left)."""
     bars = {row["timeframe"]: int(row["n"]) for row in map(orjson.loads, worker_query(
         settings, "SELECT timeframe, count() AS n FROM tickwire.candles FINAL GROUP BY timeframe") or [])}
     patterns, with_forward = asyncio.run(_patterns(settings.postgres_dsn))
@@ -68,7 +69,7 @@ def derived(settings: Settings) -> dict[str, Any]:
     return {"ticks": stored_rows(settings), "signals": stored_rows(settings, "signals"), "bars": bars,
             "patterns": patterns, "patterns_with_forward_return": with_forward,
             "correlation_edges": correlations, "strategy_edges": strategies,
-            "enriched_signals": asyncio.run(count_records(settings.bootstrap_servers, ENRICHED_TOPIC))}
+            "enriched_signals": asyncio.run(count_records(settings.bootstrap_servers, ENRICHED_TOPIC)) - enriched_before}
 
 
 async def _patterns(dsn: str) -> tuple[int, int]:
@@ -96,6 +97,7 @@ def run_full_pipeline(bench: BenchStack, plan: Plan, reporter: Reporter, ingest_
         if worker is not None:
             bench.stop_worker(worker)
         bench.clear_derived()
+        enriched_before = asyncio.run(count_records(bench.settings.bootstrap_servers, ENRICHED_TOPIC))
         worker = bench.worker(bench.contender_settings("full"))
         with reporter.step(f"full pipeline run {run}/{plan.full_runs}", total=records):
             timeline = asyncio.run(time_backlog(worker, topics, records, timeout_s=TIMEOUT_S, on_poll=reporter.update,
@@ -108,6 +110,6 @@ def run_full_pipeline(bench: BenchStack, plan: Plan, reporter: Reporter, ingest_
         "ticks": plan.full_records, "signals": plan.full_signals, "event_span_ms": plan.full_span_ms,
         "runs": plan.full_runs, **summary, "details": runs,
         "ratio_to_ingest": round(float(summary["median"]) / ingest_rate, 3),
-        "derived": derived(worker.settings),
+        "derived": derived(worker.settings, enriched_before),
         "profile": timeline.profile,
     }, worker

@@ -50,7 +50,7 @@ CONTENDERS: dict[str, str] = {
 
 
 def preload(bench: BenchStack, records: int, span_ms: int, reporter: Reporter) -> float:
-    """Empty the topics and produce ``records`` ticks; returns their mean value size in bytes."""
+    """Produce ``records`` ticks timed within ``span_ms``; returns their mean value size in bytes."""
     ticks = tick_records(records, span_ms=span_ms)
     with reporter.step(f"preloading {records:,} ticks into {TICKS_TOPIC}", total=records):
         asyncio.run(produce(bench.settings, TICKS_TOPIC, ticks, reporter.update))

@@ -6,8 +6,9 @@ work (:mod:`bench.sink_work`: one ClickHouse insert per topic-partition batch,
 newest-wins hot keys). Quix calls ``write`` at each checkpoint and commits
 the offsets only after every sink flushed (at-least-once, as tickwire).
 Quix's defaults are kept (``commit_interval`` 5 s) except where the job needs
-otherwise: the earliest offset, and a short session timeout (tansu's first
-join waits half of it).
+otherwise: the earliest offset, and the bench's session timeout but at least
+10 s (a shorter one timed out under load here and failed the peer's commit;
+tansu makes the first join wait half of it, which is outside the timing).
 
 Runs in the peer's own venv (:mod:`bench.peer_env`) as
 ``python -m bench.quix_peer RECORDS CHDB_DIR`` with ``TICKWIRE_*`` variables;
@@ -68,6 +69,7 @@ def main() -> None:
         broker_address=",".join(settings.bootstrap_servers),
         consumer_group=settings.group_id,
         auto_offset_reset="earliest",
+        state_dir=chdb_dir.parent / "quix-state",  # Quix's default is ./state, in the working directory
         # at least 10 s: a shorter session times out under load on a 2-core box and the peer's commit fails
         consumer_extra_config={"session.timeout.ms": max(settings.session_timeout_ms, 10_000)},
         loglevel="WARNING",
