@@ -49,6 +49,7 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(settings.session_timeout_ms // 5, 500),
         max_partition_fetch_bytes=4 << 20,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         fetch_max_bytes=64 << 20,
     )
 

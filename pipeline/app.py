@@ -7,6 +7,8 @@ here, naming it). Agents (``agents/``) import ``app``, ``source`` and
 
 from __future__ import annotations
 
+import gc
+
 import faust
 
 from pipeline.config import get_settings
@@ -16,6 +18,9 @@ from pipeline.sinks.topic import TopicPublisher
 from pipeline.source import BatchSource
 
 settings = get_settings()
+
+#: Allocations (net, of container objects) between collections of the youngest generation.
+GC_GEN0_THRESHOLD = 20_000
 
 
 class TickwireApp(faust.App):
@@ -27,6 +32,20 @@ class TickwireApp(faust.App):
     """
 
     drain_first: BatchSource | None = None
+
+    async def on_started(self) -> None:
+        """Keep the cyclic garbage collector off the startup heap and the per-batch path.
+
+        Everything allocated while starting (modules, Faust, clients) lives as long as
+        the process: ``gc.freeze`` moves it out of the collector's view, so a
+        collection scans only objects made since. A batch allocates tens of
+        thousands of short-lived records, so the first generation's threshold is
+        raised from 700 to ``GC_GEN0_THRESHOLD``: far fewer collections for the same
+        garbage (most of it is freed by reference counting anyway).
+        """
+        await super().on_started()
+        gc.freeze()
+        gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
     async def on_stop(self) -> None:
         if self.drain_first is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from pipeline.timeframes import Timeframe
 
@@ -51,6 +51,24 @@ class BarClock:
         self.lateness_ms = lateness_ms
         self._watermark: dict[SeriesKey, int] = {}
         self._open: dict[tuple[SeriesKey, int], int] = {}  # (series, timeframe ms) -> open window start
+
+    def observe_series(self, series: SeriesKey, times: Sequence[float], events: ClockEvents) -> None:
+        """Account for ticks of one ``series`` at ``times`` (epoch ms, in offset order).
+
+        The same as :meth:`observe` for each time in turn, but when every time lies
+        in the open bar of every timeframe (the usual case within one batch) the
+        only effect is a new watermark, which costs one comparison per timeframe
+        instead of a walk over the ticks.
+        """
+        watermark = self._watermark.get(series)
+        if watermark is not None:
+            lo, hi = min(times), max(times)
+            opened = self._open
+            if all(opened[series, tf.ms] <= lo and hi < opened[series, tf.ms] + tf.ms for tf in self.timeframes):
+                self._watermark[series] = max(watermark, int(hi))
+                return
+        for time_msc in times:
+            self.observe(series, int(time_msc), events)
 
     def observe(self, series: SeriesKey, time_msc: int, events: ClockEvents) -> None:
         """Account for one tick of ``series`` at ``time_msc``; append what it closes or amends to ``events``."""

@@ -141,10 +141,17 @@ class CandleBuilder(Sink):
 
     def track(self, ticks: Iterable[Tick]) -> None:
         """Advance the event-time clock over ``ticks``; queue the bars they close or amend."""
-        events = ClockEvents()
-        observe = self._clock.observe
+        by_series: dict[tuple[str, str, str], list[float]] = {}
         for tick in ticks:
-            observe((tick.tenant, tick.broker, tick.symbol), int(tick.time_msc), events)
+            series = (tick.tenant, tick.broker, tick.symbol)
+            times = by_series.get(series)
+            if times is None:
+                by_series[series] = [tick.time_msc]
+            else:
+                times.append(tick.time_msc)
+        events = ClockEvents()
+        for series, times in by_series.items():
+            self._clock.observe_series(series, times, events)
         self._pending.update(events.closed)
         self._pending.update(events.amended)
         self._first_seen.update(events.first_seen)

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # consume path and checkpointing
     fetch_max_records: int = Field(20_000, ge=1, le=1_000_000, description="Records per getmany() call.")
     fetch_timeout_ms: int = Field(50, ge=1, le=10_000)
+    fetch_max_wait_ms: int = Field(
+        25, ge=1, le=10_000,
+        description="How long the broker may hold a fetch that has no new records (Kafka's fetch.max.wait.ms; "
+                    "aiokafka's default is 500). A broker that waits the whole time even when records arrive "
+                    "(tansu) adds up to this to every record's latency; a short wait costs idle fetches only.")
     commit_interval_ms: int = Field(250, ge=1, le=60_000, description="Checkpoint (flush + commit) at least this often.")
     commit_max_records: int = Field(100_000, ge=1, description="Checkpoint early once this many records are pending.")
     session_timeout_ms: int = Field(10_000, ge=1_000, le=300_000)

@@ -21,7 +21,8 @@ Messages = Sequence[tuple[RawRecord, msgspec.Struct]]
 
 
 def store_ticks(messages: Sequence[tuple[RawRecord, Tick]], sinks: SinkSet) -> None:
-    """Ticks as ``ticks`` rows, and as hot-key candidates (newest per key wins)."""
+    """Ticks as ``ticks`` rows, and as hot-key candidates: only the newest tick of each key in the batch
+    (greatest time, then greatest offset: messages come in offset order) is offered to the cache."""
     ticks = [tick for _, tick in messages]
     offsets = [record.offset for record, _ in messages]
     times = [int(t.time_msc) for t in ticks]
@@ -37,9 +38,15 @@ def store_ticks(messages: Sequence[tuple[RawRecord, Tick]], sinks: SinkSet) -> N
             [record.partition for record, _ in messages], offsets,
         ])
     if sinks.hot_ticks is not None:
-        offer = sinks.hot_ticks.offer
+        newest: dict[tuple[str, str, str], int] = {}  # series -> index of its newest tick in the batch
         for i, t in enumerate(ticks):
-            offer(hot_key(t.tenant, t.broker, t.symbol), times[i], offsets[i], bids[i], asks[i], lasts[i], volumes[i], flags[i])
+            series = (t.tenant, t.broker, t.symbol)
+            j = newest.get(series)
+            if j is None or times[i] >= times[j]:
+                newest[series] = i
+        offer = sinks.hot_ticks.offer
+        for (tenant, broker, symbol), i in newest.items():
+            offer(hot_key(tenant, broker, symbol), times[i], offsets[i], bids[i], asks[i], lasts[i], volumes[i], flags[i])
 
 
 def track_bars(messages: Sequence[tuple[RawRecord, Tick]], sinks: SinkSet) -> None:

@@ -11,6 +11,13 @@ an interval or record count. Faust's own offset committer is not involved.
 While a sink's store refuses writes, its circuit is open and the consumer's
 partitions are paused (see pipeline.circuit); they resume by themselves.
 
+A checkpoint runs as a task of its own while the loop goes on fetching and
+decoding (the ClickHouse insert runs in its thread, mostly outside the GIL),
+but decoded batches are *held*, not handed to the agents, until it finished:
+sinks are never added to while they flush, and a checkpoint commits exactly
+the offsets marked before it began. At most ``commit_max_records`` records are
+held; then the loop waits for the checkpoint. One checkpoint at a time.
+
 On SIGTERM the loop finishes the batch in hand, checkpoints once more and
 stops within ``shutdown_timeout_s``. On a rebalance it checkpoints before the
 partitions are revoked.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 import faust
 import msgspec
@@ -30,7 +38,7 @@ from mode import Service
 from pipeline.batch import RecordBatch
 from pipeline.checkpoint import Checkpoint, group_committer
 from pipeline.circuit import CircuitBreaker
-from pipeline.codec import BatchDecoder
+from pipeline.codec import BatchDecoder, DecodedBatch
 from pipeline.config import Settings
 from pipeline.connections import Connections
 from pipeline.dlq import DLQ_TOPIC, dead_letter
@@ -52,6 +60,15 @@ class _Rebalance(ConsumerRebalanceListener):
         log.info("assigned %d partitions", len(assigned))
 
 
+@dataclass(slots=True)
+class _Decoded:
+    """One fetched topic-partition batch, decoded, waiting to be handed to the agents."""
+
+    tp: TopicPartition
+    decoded: DecodedBatch
+    next_offset: int
+
+
 class BatchSource(Service):
     def __init__(self, app: faust.App, settings: Settings, connections: Connections, sinks: SinkSet,
                  **kwargs: object) -> None:
@@ -66,6 +83,9 @@ class BatchSource(Service):
         self._positions: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
+        self._inflight: asyncio.Task | None = None  # the running checkpoint, if any
+        self._held: list[_Decoded] = []  # decoded while a checkpoint ran, not yet handed to the agents
+        self._held_records = 0
         self.consumer: AIOKafkaConsumer | None = None
         self.checkpoint: Checkpoint | None = None
         #: True once the stores are connected and the consumer runs.
@@ -98,6 +118,7 @@ class BatchSource(Service):
             heartbeat_interval_ms=max(self.settings.session_timeout_ms // 5, 500),
             max_poll_interval_ms=3_600_000,
             max_partition_fetch_bytes=4 << 20,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             fetch_max_bytes=64 << 20,
         )
         self.consumer.subscribe(topics=list(self._routes), listener=_Rebalance(self))
@@ -121,16 +142,25 @@ class BatchSource(Service):
         assert self.consumer is not None and self.checkpoint is not None
         try:
             while not self._stop_event.is_set():
-                fetched = await self.consumer.getmany(
-                    timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.fetch_max_records
-                )
+                if self._inflight is None or self._held_records < self.settings.commit_max_records:
+                    fetched = await self.consumer.getmany(
+                        timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.fetch_max_records
+                    )
+                    self._hold(fetched)
+                if self._inflight is not None:
+                    if not self._inflight.done() and self._held_records < self.settings.commit_max_records:
+                        continue
+                    inflight, self._inflight = self._inflight, None
+                    await inflight  # raises what the checkpoint raised (Stopping)
                 async with self._lock:
-                    if fetched:
-                        await self._process(fetched)
+                    await self._hand_off_held()
                     self._update_lag()
                     if self.checkpoint.due():
-                        await self.checkpoint.commit()
+                        self._inflight = asyncio.create_task(self._checkpoint(), name="tickwire-checkpoint")
+            if self._inflight is not None:
+                await self._inflight
             async with self._lock:
+                await self._hand_off_held()
                 await self.checkpoint.commit()
             log.info("source stopped after a final checkpoint")
         except Stopping as exc:
@@ -139,21 +169,36 @@ class BatchSource(Service):
             log.exception("source failed; nothing past the last checkpoint was committed")
             await self.crash(exc)
 
-    async def _process(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _checkpoint(self) -> None:
         assert self.checkpoint is not None
-        batches = []
+        async with self._lock:
+            await self.checkpoint.commit()
+
+    def _hold(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Decode what was fetched and keep it until it can be handed to the agents."""
         for tp, records in fetched.items():
             if not records:
                 continue
             RECORDS_CONSUMED.labels(tp.topic).inc(len(records))
             BATCH_SIZE.labels(tp.topic).observe(len(records))
-            decoded = self._decoders[tp.topic].decode(records)
-            for rejected in decoded.rejected:
+            self._held.append(_Decoded(tp, self._decoders[tp.topic].decode(records), records[-1].offset + 1))
+            self._held_records += len(records)
+
+    async def _hand_off_held(self) -> None:
+        """Dead-letter the rejects, hand every held batch to its agents, wait until they took them,
+        mark the offsets for the next checkpoint and flush the eager sinks. Call with the lock held."""
+        assert self.checkpoint is not None
+        if not self._held:
+            return
+        held, self._held, self._held_records = self._held, [], 0
+        batches = []
+        for item in held:
+            for rejected in item.decoded.rejected:
                 key, value = dead_letter(rejected)
                 await self.publisher.add(DLQ_TOPIC, key, value)
                 DLQ_RECORDS.labels(rejected.reason).inc()
-            batch = RecordBatch(tp.topic, tp.partition, decoded.valid, records[-1].offset + 1)
-            channels = self._routes[tp.topic] if decoded.valid else []
+            batch = RecordBatch(item.tp.topic, item.tp.partition, item.decoded.valid, item.next_offset)
+            channels = self._routes[item.tp.topic] if item.decoded.valid else []
             batch.expect(len(channels))
             for channel in channels:
                 await channel.send(value=batch)
@@ -202,6 +247,9 @@ class BatchSource(Service):
     async def checkpoint_before_revoke(self, revoked: set[TopicPartition]) -> None:
         if self.checkpoint is None:
             return
+        dropped = [item for item in self._held if item.tp in revoked]
+        self._held = [item for item in self._held if item.tp not in revoked]
+        self._held_records -= sum(len(item.decoded.valid) + len(item.decoded.rejected) for item in dropped)
         try:
             async with asyncio.timeout(self.settings.shutdown_timeout_s):
                 async with self._lock:
