@@ -7,8 +7,8 @@ Flushed at checkpoint time, after the signals table, candles and patterns:
 2. the newest cached tick of each signal's (tenant, broker, symbol) gives the
    market: bid, ask, mid, spread, the tick's age and the slippage of the
    signal's price against the side it would execute on;
-3. the symbol's current shape (the embedding of its last closed bars on the
-   pattern timeframe) is searched in the vector role, within the tenant, for
+3. the symbol's current shape (:mod:`pipeline.current_shape`: the embedding
+   of its last closed bars on the pattern timeframe) is searched in the vector role, within the tenant, for
    the k most similar earlier windows whose forward return is known;
 4. the enriched message goes to ``signals.enriched.v1``.
 
@@ -22,14 +22,13 @@ but for ``enriched_at_ms``; consumers deduplicate by (tenant, signal id).
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from typing import Sequence
 
 import msgspec
 import redis.asyncio as redis
 
 from pipeline.analytics import AnalyticsStore
-from pipeline.embedding import WINDOW_BARS, embed
+from pipeline.current_shape import Series, shapes_of
 from pipeline.schemas import EnrichedSignal, Market, Signal, SimilarPattern
 from pipeline.sinks.base import Sink
 from pipeline.sinks.hotcache import hot_key
@@ -39,16 +38,7 @@ from pipeline.vectors.base import VectorStore
 
 ENRICHED_TOPIC = "signals.enriched.v1"
 
-RECENT_BARS_SQL = """
-SELECT tenant, broker, symbol, toUnixTimestamp64Milli(end) AS end_ms, high, low, close, spread_avg
-FROM {db}.candles FINAL
-WHERE timeframe = {tf:String} AND (tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}
-ORDER BY tenant, broker, symbol, start DESC
-LIMIT {n:UInt32} BY tenant, broker, symbol
-"""
-
 _encoder = msgspec.json.Encoder()
-Series = tuple[str, str, str]
 
 
 def published_key(signal: Signal) -> str:
@@ -144,23 +134,13 @@ class SignalEnricher(Sink):
 
     async def _similar(self, series: set[Series]) -> dict[Series, list[SimilarPattern]]:
         """The k nearest earlier patterns (with known forward return) of each series' current shape."""
-        _, rows = await self._store.query(RECENT_BARS_SQL.replace("{db}", self._store.database), {
-            "tf": self._timeframe.name, "series": sorted(series), "n": WINDOW_BARS + 1,
-        })
-        bars: dict[Series, list[tuple]] = defaultdict(list)
-        for row in rows:
-            bars[row[0], row[1], row[2]].append(row[3:])
         found: dict[Series, list[SimilarPattern]] = {}
-        for (tenant, broker, symbol), recent in bars.items():
-            if len(recent) < WINDOW_BARS + 1:
+        for key, shape in (await shapes_of(self._store, self._timeframe.name, series)).items():
+            if shape.vector is None:
                 continue
-            recent.reverse()
-            embedded = embed([b[3] for b in recent], [b[1] for b in recent], [b[2] for b in recent], [b[4] for b in recent])
-            if embedded is None:
-                continue
-            matches = await self._vectors.search(tenant, embedded[0], self._k, timeframe=self._timeframe.name,
-                                                 before_ms=int(recent[-1][0]), with_forward_return_only=True)
-            found[tenant, broker, symbol] = [
+            matches = await self._vectors.search(key[0], shape.vector, self._k, timeframe=self._timeframe.name,
+                                                 before_ms=shape.window_end_ms, with_forward_return_only=True)
+            found[key] = [
                 SimilarPattern(symbol=m.key.symbol, broker=m.key.broker, timeframe=m.key.timeframe,
                                window_end_ms=m.key.window_end_ms, distance=m.distance, forward_return=m.forward_return)
                 for m in matches

@@ -5,9 +5,15 @@
 application's (:mod:`pipeline.api.server`). For each request the wrapper:
 
 1. for ``/v1`` routes: answers 503 until the context is ready, then checks
-   the bearer key (401) and its scope (403);
+   the bearer key (401) and its scope (403); a key verified moments ago
+   (:meth:`~pipeline.api.auth.Authenticator.known`) skips the database and
+   its timeout;
 2. parses the query, path and body as the route declares them (400);
-3. runs the handler and serialises its answer with orjson;
+3. runs the handler and serialises its answer with orjson; for a route
+   declared ``cached``, through the context's answer cache
+   (:mod:`pipeline.api.answer_cache`), keyed by path, tenant and parameters,
+   bypassed by ``Cache-Control: no-cache``; such answers say
+   ``X-Cache: hit`` or ``miss``;
 4. turns an :class:`~pipeline.api.errors.ApiError` into its JSON answer and
    anything unexpected into a bare 500 (details in the log, never to the
    client);
@@ -56,13 +62,27 @@ async def _answer(route: Route, ctx: ApiContext, request: web.Request) -> web.St
     if route.scope is not None:
         if not ctx.ready:
             raise ApiError(503, "the API is starting, try again shortly", headers={"Retry-After": "1"})
-        async with ctx.using("postgres"):
-            principal = await ctx.auth.authenticate(request.headers.get("Authorization"))
+        header = request.headers.get("Authorization")
+        principal = ctx.auth.known(header)
+        if principal is None:
+            async with ctx.using("postgres"):
+                principal = await ctx.auth.authenticate(header)
         if not principal.allows(route.scope):
             raise forbidden(f"this needs a key with scope {route.scope!r}; this key has {principal.scope!r}")
-    params = {**parse_query(request.query, route.params), **parse_path(request.match_info, route.params)}
+    params = parse_query(request.query, route.params)
+    if request.match_info:
+        params.update(parse_path(request.match_info, route.params))
     body = parse_body(await request.read(), route.body.decoder) if route.body is not None else None
-    result = await route.handler(ctx, Call(principal, params, body))
+    call = Call(principal, params, body)
+    if route.cached and principal is not None:
+        async def compute() -> bytes:
+            return orjson.dumps(await route.handler(ctx, call))
+
+        key = (route.path, principal.tenant, *params.values())
+        answer, hit = await ctx.answers.answer(key, compute, refresh="no-cache" in request.headers.get("Cache-Control", ""))
+        return web.Response(body=answer, status=route.status, content_type="application/json",
+                            headers={"X-Cache": "hit" if hit else "miss"})
+    result = await route.handler(ctx, call)
     if isinstance(result, web.StreamResponse):
         return result
     return _json(result, route.status)
@@ -70,6 +90,13 @@ async def _answer(route: Route, ctx: ApiContext, request: web.Request) -> web.St
 
 def handler(route: Route, ctx: ApiContext) -> AiohttpHandler:
     """The aiohttp handler of ``route`` (see the module docstring)."""
+    latency_by_status: dict[int, Any] = {}  # the labelled histogram of each status seen
+
+    def observe(status: int, seconds: float) -> None:
+        histogram = latency_by_status.get(status)
+        if histogram is None:
+            histogram = latency_by_status[status] = API_REQUEST_SECONDS.labels(route.label, str(status))
+        histogram.observe(seconds)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         began = time.perf_counter()
@@ -82,7 +109,7 @@ def handler(route: Route, ctx: ApiContext) -> AiohttpHandler:
         except Exception:
             log.exception("unexpected error answering %s", route.label)
             response = _error(ApiError(500, "internal error"))
-        API_REQUEST_SECONDS.labels(route.label, str(response.status)).observe(time.perf_counter() - began)
+        observe(response.status, time.perf_counter() - began)
         return response
 
     return handle

@@ -65,7 +65,9 @@ def routes(settings: Settings) -> tuple[Route, ...]:
     return (
         Route("GET", "/v1/candles", "Bars of a symbol on a timeframe, newest first", "candles", candles, "CandlePage",
               params=(symbol_param(), timeframe_param(tuple(tf.name for tf in settings.timeframes)), broker_param(),
-                      *page_params("bars")),
+                      *page_params("bars")), cached=True,
               description="OHLC of the mid price per bar (epoch-aligned UTC windows [start_ms, end_ms)), with bid/ask "
-                          "close, spread statistics, tick count and volume. `from`/`to` bound the bar's start."),
+                          "close, spread statistics, tick count and volume. `from`/`to` bound the bar's start. Answers "
+                          "are kept until the worker's next checkpoint commit (with a ClickHouse server: for 1 s); "
+                          "`Cache-Control: no-cache` asks for a fresh one."),
     )

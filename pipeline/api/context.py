@@ -8,7 +8,10 @@ Two ways to build one:
   opened by :meth:`start` and closed by :meth:`close`.
 
 Either way :meth:`start` opens the operational database (migrating its schema)
-and only then sets :attr:`ready`; ``/v1`` answers 503 until then.
+and only then sets :attr:`ready`; ``/v1`` answers 503 until then. The context
+also holds the answer cache of ClickHouse reads, whose freshness rule its
+builder chooses (:mod:`pipeline.api.answer_cache`), and the coalescing reader
+of hot keys (:mod:`pipeline.api.hot_reads`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import asyncpg
 import redis.asyncio as redis
 
 from pipeline.analytics import AnalyticsStore
+from pipeline.api.answer_cache import AnswerCache, for_seconds
 from pipeline.api.auth import Authenticator
 from pipeline.api.errors import ApiError, unavailable
 from pipeline.api.health import Health
+from pipeline.api.hot_reads import HotKeyReader
 from pipeline.api.migrations import open_pool
 from pipeline.config import Settings
 from pipeline.graph.base import GraphStore
@@ -44,10 +49,14 @@ CircuitsFn = Callable[[], dict[str, dict[str, object]]]
 
 class ApiContext:
     def __init__(self, settings: Settings, *, analytics: AnalyticsStore, cache: redis.Redis, vectors: VectorStore,
-                 graph: GraphStore, lag: LagFn | None, owns_stores: bool, circuits: CircuitsFn | None = None) -> None:
+                 graph: GraphStore, lag: LagFn | None, owns_stores: bool, answers: AnswerCache,
+                 circuits: CircuitsFn | None = None) -> None:
         self.settings = settings
         self.analytics = analytics
         self.cache = cache
+        self.hot_keys = HotKeyReader(cache, STORE_TIMEOUT_S)
+        #: Answers of routes declared ``cached``.
+        self.answers = answers
         self.vectors = vectors
         self.graph = graph
         #: None when no consumer runs in this process (``tickwire api``).
@@ -62,10 +71,15 @@ class ApiContext:
 
     @classmethod
     def standalone(cls, settings: Settings) -> ApiContext:
-        """A context with its own connections (``tickwire api``); none is opened before :meth:`start`."""
+        """A context with its own connections (``tickwire api``); none is opened before :meth:`start`.
+
+        ClickHouse is then a server other processes write: answers are kept for
+        :data:`~pipeline.api.answer_cache.SHARED_STORE_TTL_S` seconds at most.
+        """
         return cls(settings, analytics=AnalyticsStore(settings),
                    cache=redis.Redis.from_url(settings.cache_url, socket_timeout=5, socket_connect_timeout=5),
-                   vectors=make_vector_store(settings), graph=make_graph_store(settings), lag=None, owns_stores=True)
+                   vectors=make_vector_store(settings), graph=make_graph_store(settings), lag=None, owns_stores=True,
+                   answers=for_seconds())
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -115,5 +129,10 @@ class ApiContext:
         except ApiError:
             raise
         except Exception as exc:  # noqa: BLE001 - any store failure is "unavailable" to the client
-            log.warning("%s failed during a request: %s: %s", dependency, type(exc).__name__, str(exc)[:200])
-            raise unavailable(dependency) from None
+            raise store_failed(dependency, exc) from None
+
+
+def store_failed(dependency: str, exc: BaseException) -> ApiError:
+    """The 503 answer to a failure of ``dependency`` during a request (logged here, with no details to the client)."""
+    log.warning("%s failed during a request: %s: %s", dependency, type(exc).__name__, str(exc)[:200])
+    return unavailable(dependency)

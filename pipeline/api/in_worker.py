@@ -12,6 +12,11 @@ Importing this module registers the routes and :class:`ApiService`; the service
 starts after the batch source (Faust starts its services in registration
 order), so the stores are open when it sets the API ready. Until then ``/v1``
 answers 503 and ``/health`` reports ``ready: false``.
+
+Answers of ClickHouse reads are kept until the worker's next checkpoint commit
+when ClickHouse is chDB (this process is then its only writer), and for
+:data:`~pipeline.api.answer_cache.SHARED_STORE_TTL_S` seconds when it is a
+server other workers write too (:mod:`pipeline.api.answer_cache`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 
 from mode import Service
 
+from pipeline.api.answer_cache import AnswerCache, for_seconds, until_commit
 from pipeline.api.app import mount
 from pipeline.api.context import ApiContext
 from pipeline.app import app, connections, settings, source
@@ -42,7 +48,17 @@ class ApiService(Service):
         await self.ctx.close()
 
 
+def _commits() -> int | None:
+    """Checkpoint commits of this worker's source so far (None before its checkpoint exists)."""
+    return None if source.checkpoint is None else source.checkpoint.commits
+
+
+def _answer_cache() -> AnswerCache:
+    return until_commit(_commits) if settings.chdb_path is not None else for_seconds()
+
+
 context = ApiContext(settings, analytics=connections.analytics, cache=connections.cache, vectors=connections.vectors,
-                     graph=connections.graph, lag=source.lag, owns_stores=False, circuits=source.circuits)
+                     graph=connections.graph, lag=source.lag, owns_stores=False, answers=_answer_cache(),
+                     circuits=source.circuits)
 mount(app.web.web_app.router, context)
 app.service(ApiService(context))

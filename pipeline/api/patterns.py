@@ -3,9 +3,9 @@
 Both search the vector role (:class:`~pipeline.vectors.base.VectorStore`), which
 only ever considers the tenant it is given: here, always the caller's.
 
-- ``similar``: the symbol's current shape is the embedding
-  (:func:`pipeline.embedding.embed`) of its last ``WINDOW_BARS + 1`` closed
-  bars on ``timeframe``, exactly as the signal enricher computes it; the
+- ``similar``: the symbol's current shape (:mod:`pipeline.current_shape`,
+  the embedding of its last ``WINDOW_BARS + 1`` closed bars on ``timeframe``,
+  the same function the signal enricher uses); the
   answer is the ``k`` nearest earlier windows of the tenant on that timeframe
   (any symbol) whose forward return is known. With several brokers quoting
   the symbol, the one with the newest bar is used (or ``broker`` if given).
@@ -19,7 +19,6 @@ only ever considers the tenant it is given: here, always the caller's.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import Annotated, Any
 
 import msgspec
@@ -29,20 +28,13 @@ from pipeline.api.errors import bad_parameter
 from pipeline.api.params import MAX_TIME_MS, Integer, broker_param, openapi_pattern, symbol_param, timeframe_param
 from pipeline.api.routes import Body, Call, Route
 from pipeline.config import Settings
-from pipeline.embedding import DIMENSION, WINDOW_BARS, embed
+from pipeline.current_shape import shapes_of_symbol
+from pipeline.embedding import DIMENSION
 from pipeline.schemas import BROKER, SYMBOL
 from pipeline.vectors.base import PatternMatch
 
 #: The most results one search returns.
 MAX_RESULTS = 100
-
-BARS_SQL = """
-SELECT broker, toUnixTimestamp64Milli(end) AS end_ms, high, low, close, spread_avg
-FROM {db}.candles FINAL
-WHERE {where}
-ORDER BY broker, start DESC
-LIMIT {n:UInt32} BY broker
-"""
 
 
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -79,29 +71,17 @@ def _direction(vector: list[float]) -> list[float] | None:
 
 async def similar(ctx: ApiContext, call: Call) -> dict[str, Any]:
     symbol, timeframe, broker = call.params["symbol"], call.params["timeframe"], call.params["broker"]
-    where = ["tenant = {tenant:String}", "symbol = {symbol:String}", "timeframe = {tf:String}"]
-    parameters: dict[str, Any] = {"tenant": call.tenant, "symbol": symbol, "tf": timeframe, "n": WINDOW_BARS + 1}
-    if broker is not None:
-        where.append("broker = {broker:String}")
-        parameters["broker"] = broker
-    sql = BARS_SQL.replace("{db}", ctx.analytics.database).replace("{where}", " AND ".join(where))
     async with ctx.using("clickhouse"):
-        _, rows = await ctx.analytics.query(sql, parameters)
-    bars: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in rows:
-        bars[row[0]].append(row[1:])
-    complete = [(recent[0][0], name) for name, recent in bars.items() if len(recent) == WINDOW_BARS + 1]
-    if not complete:
+        shapes = await shapes_of_symbol(ctx.analytics, timeframe, call.tenant, symbol, broker)
+    if not shapes:
         return {"query": None, "data": []}
-    window_end, chosen = min(complete, key=lambda item: (-item[0], item[1]))  # newest bar, then broker name
-    recent = list(reversed(bars[chosen]))  # oldest first
-    query = {"broker": chosen, "symbol": symbol, "timeframe": timeframe, "window_end_ms": int(window_end)}
-    embedded = embed([b[3] for b in recent], [b[1] for b in recent], [b[2] for b in recent], [b[4] for b in recent])
-    if embedded is None:
+    shape = min(shapes.values(), key=lambda s: (-s.window_end_ms, s.series[1]))  # newest bar, then broker name
+    query = {"broker": shape.series[1], "symbol": symbol, "timeframe": timeframe, "window_end_ms": shape.window_end_ms}
+    if shape.vector is None:
         return {"query": query, "data": []}
     async with ctx.using("vector"):
-        matches = await ctx.vectors.search(call.tenant, embedded[0], call.params["k"], timeframe=timeframe,
-                                           before_ms=int(window_end), with_forward_return_only=True)
+        matches = await ctx.vectors.search(call.tenant, shape.vector, call.params["k"], timeframe=timeframe,
+                                           before_ms=shape.window_end_ms, with_forward_return_only=True)
     return {"query": query, "data": [_match(m) for m in matches]}
 
 

@@ -57,6 +57,8 @@ class Body:
 class Route:
     """One operation. ``scope`` None: no key needed (and no tenant data served).
 
+    ``cached``: the JSON answer may be served from the context's answer cache
+    (:mod:`pipeline.api.answer_cache`), for routes that only read ClickHouse.
     ``response`` names the components schema of the success body (status ``status``);
     ``errors`` lists the other statuses the handler itself may answer (parameter, auth
     and availability errors are documented for every route that can have them, see
@@ -75,6 +77,7 @@ class Route:
     status: int = 200
     description: str = ""
     errors: tuple[int, ...] = field(default=())
+    cached: bool = False
     #: The whole OpenAPI responses object, for routes whose answers are not the usual ones.
     responses: dict[str, Any] | None = None
 

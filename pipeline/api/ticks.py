@@ -3,13 +3,19 @@
 Both read only the caller's tenant: the hot key and every query are built
 with the tenant of the key. An unknown symbol or broker gives an empty
 ``data`` list, as everywhere in the API.
+
+``latest`` reads the cache on every request (through the context's
+:class:`~pipeline.api.hot_reads.HotKeyReader`, which coalesces concurrent
+reads into one round trip, each issued after its request arrived): its answer
+is as fresh as the cache. ``history`` answers are kept in the answer cache
+(:mod:`pipeline.api.answer_cache`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pipeline.api.context import ApiContext
+from pipeline.api.context import ApiContext, store_failed
 from pipeline.api.pages import LIMIT_SQL, DepthHints, Page, page_params
 from pipeline.api.params import broker_param, symbol_param
 from pipeline.api.routes import Call, Route
@@ -31,9 +37,11 @@ ORDER BY time DESC, broker, bid, ask, last, volume, volume_real, flags
 
 async def latest(ctx: ApiContext, call: Call) -> dict[str, Any]:
     broker, symbol = call.params["broker"], call.params["symbol"]
-    async with ctx.using("cache"):
-        values = await ctx.cache.hmget(hot_key(call.tenant, broker, symbol), *_LATEST_FIELDS)
-    if any(v is None for v in values):
+    try:
+        values = await ctx.hot_keys.read(hot_key(call.tenant, broker, symbol), _LATEST_FIELDS)
+    except Exception as exc:  # noqa: BLE001 - any cache failure is "unavailable" to the client
+        raise store_failed("cache", exc) from None
+    if None in values:
         return {"data": []}
     time_msc, bid, ask, last, volume, flags = values
     return {"data": [{"broker": broker, "symbol": symbol, "time_msc": int(time_msc), "bid": float(bid),
@@ -106,6 +114,9 @@ def routes(settings: Settings) -> tuple[Route, ...]:
                           "(kept for TICKWIRE_HOT_KEY_TTL_S after its last tick). `data` has that tick, or nothing."),
         Route("GET", "/v1/ticks", "Stored ticks of a symbol, newest first", "ticks", history, "TickPage",
               params=(symbol_param(), broker_param(), *page_params("ticks")),
+              cached=True,
               description="From ClickHouse, one row per tick (duplicates from redelivery are never shown). "
-                          "Ties within a millisecond are ordered by broker, then the tick's values."),
+                          "Ties within a millisecond are ordered by broker, then the tick's values. Answers are "
+                          "kept until the worker's next checkpoint commit (with a ClickHouse server: for 1 s); "
+                          "`Cache-Control: no-cache` asks for a fresh one."),
     )
