@@ -1,9 +1,10 @@
-"""The benchmark's chart (matplotlib, Agg backend): one PNG with the four figures side by side.
+"""The benchmark's chart (matplotlib, Agg backend): one PNG with the figures of the phases a run measured.
 
 1. ingest ticks/s per contender (median bar, min–max whisker) and the full pipeline;
 2. produce → visible latency percentiles: the broker's floor (a bare consumer), hot key and
    ClickHouse, with their targets;
-3. API p50 and p99 per endpoint (log scale), with the two latency targets;
+3. API p50 and p99 per endpoint (log scale), with the two latency targets; cached endpoints
+   also without the cache (``no-cache``);
 4. worker RSS against ticks processed.
 """
 
@@ -25,15 +26,15 @@ OTHERS = "#9aa5b1"
 
 def _ingest(ax: Any, results: dict[str, Any]) -> None:
     contenders = results["ingest"]["contenders"]
-    full = results["full_pipeline"]
-    names = [*LABELS, "full"]
-    entries = [*(contenders[n] for n in LABELS), full]
+    full = results.get("full_pipeline")
+    names = [*LABELS, "full"] if full is not None else list(LABELS)
+    entries = [*(contenders[n] for n in LABELS), *([full] if full is not None else [])]
     medians = [e["median"] / 1000 for e in entries]
     errors = [[(e["median"] - e["min"]) / 1000 for e in entries], [(e["max"] - e["median"]) / 1000 for e in entries]]
     colors = [TICKWIRE if n in ("tickwire", "full") else OTHERS for n in names]
     bars = ax.bar(range(len(names)), medians, yerr=errors, color=colors, capsize=3)
     ax.bar_label(bars, labels=[f"{m:,.0f}k" for m in medians], fontsize=8, padding=2)
-    ax.set_xticks(range(len(names)), [*LABELS.values(), "tickwire\nfull pipeline"], fontsize=8)
+    ax.set_xticks(range(len(names)), [*LABELS.values(), "tickwire\nfull pipeline"][:len(names)], fontsize=8)
     ax.set_ylabel("thousand ticks/s (median, min–max)")
     ax.set_title(f"ingest of {results['ingest']['records']:,} preloaded ticks")
 
@@ -58,15 +59,18 @@ def _latency(ax: Any, results: dict[str, Any]) -> None:
 
 
 def _api(ax: Any, results: dict[str, Any]) -> None:
-    endpoints = results["api"]["endpoints"]
-    paths = list(endpoints)
-    x = range(len(paths))
-    ax.bar([i - 0.2 for i in x], [endpoints[p]["p50_ms"] for p in paths], width=0.4, label="p50")
-    ax.bar([i + 0.2 for i in x], [endpoints[p]["p99_ms"] for p in paths], width=0.4, label="p99")
+    measured = []
+    for path, e in results["api"]["endpoints"].items():
+        measured.append((path.removeprefix("/v1/"), e))
+        if "uncached" in e:
+            measured.append((f"{path.removeprefix('/v1/')}\n(no-cache)", e["uncached"]))
+    x = range(len(measured))
+    ax.bar([i - 0.2 for i in x], [e["p50_ms"] for _, e in measured], width=0.4, label="p50")
+    ax.bar([i + 0.2 for i in x], [e["p99_ms"] for _, e in measured], width=0.4, label="p99")
     for target in (5, 20):
         ax.axhline(target, linestyle="--", linewidth=0.8, color="grey")
     ax.set_yscale("log")
-    ax.set_xticks(list(x), [f"{p.removeprefix('/v1/')}\n{endpoints[p]['rps']:,.0f} req/s" for p in paths], fontsize=7)
+    ax.set_xticks(list(x), [f"{label}\n{e['rps']:,.0f} req/s" for label, e in measured], fontsize=6)
     ax.set_ylabel("ms (log); dashed: 5 and 20 ms targets")
     ax.set_title(f"API, {results['api']['clients']} concurrent clients")
     ax.legend(fontsize=7)
@@ -83,12 +87,20 @@ def _memory(ax: Any, results: dict[str, Any]) -> None:
     ax.set_title(f"memory: {memory['growth_pct']:+.1f}% from steady state to {memory['ticks'] / 1e6:g}M ticks")
 
 
+#: section of the results -> its figure, in the chart's order
+_FIGURES = (("ingest", _ingest), ("latency", _latency), ("api", _api), ("memory", _memory))
+
+
 def write_chart(results: dict[str, Any], path: Path) -> None:
-    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
-    _ingest(axes[0][0], results)
-    _latency(axes[0][1], results)
-    _api(axes[1][0], results)
-    _memory(axes[1][1], results)
+    """The figures of the sections present in ``results`` (two per row), as a PNG at ``path``."""
+    figures = [draw for section, draw in _FIGURES if section in results]
+    rows = (len(figures) + 1) // 2
+    columns = min(len(figures), 2)
+    fig, axes = plt.subplots(rows, columns, figsize=(7 * columns, 4.5 * rows), squeeze=False)
+    for n, draw in enumerate(figures):
+        draw(axes[n // 2][n % 2], results)
+    if len(figures) % 2 and len(figures) > 1:
+        axes[-1][-1].set_visible(False)
     fig.suptitle(f"tickwire bench {results['name']} ({results['plan']['mode']}), {results['started_at']}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

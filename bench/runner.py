@@ -4,10 +4,20 @@ Order: (1) ingest, (2) full pipeline, (4) API on the last full-pipeline
 worker (which holds derived data), (3) latency, (5) memory. Each phase that
 needs it starts from empty topics and stores. The stack is stopped and its
 state deleted at the end, whatever happened.
+
+A partial run (``tickwire bench --only PHASES``, :data:`PHASES`) runs only
+the phases named, in that order, and reports only their figures and targets.
+The API phase needs a worker holding the full pipeline's data: without the
+full phase it first runs one full-pipeline run of the plan's size
+(:func:`run_api_preload`: one run instead of ``full_runs``, reported under
+``api.preload``, not as the full phase's figures). Without the ingest phase
+the full pipeline's ratio to ingest is null.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import platform
 import sys
@@ -31,8 +41,11 @@ from bench.progress import Reporter
 from bench.report import print_tables, targets, write_json
 from bench.stack import BenchStack
 from pipeline.config import Settings
+from pipeline.worker_process import WorkerProcess
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: The phases of a run, in the order they run.
+PHASES = ("ingest", "full", "api", "latency", "memory")
 
 
 def _versions() -> dict[str, str]:
@@ -45,21 +58,44 @@ def _machine() -> dict[str, Any]:
             "load_average": [round(x, 2) for x in os.getloadavg()], "versions": _versions()}
 
 
-def steps(plan: Plan) -> int:
-    """Steps of the progress display: ingest, full pipeline, API, latency, memory."""
-    return (1 + plan.runs * len(CONTENDERS)) + (1 + plan.full_runs) + len(ENDPOINTS) + 2 + 2
+def steps(plan: Plan, phases: tuple[str, ...] = PHASES) -> int:
+    """Steps of the progress display of ``phases`` (with the API's preload when the full phase is not run)."""
+    full = 1 + plan.full_runs
+    counts = {"ingest": 1 + plan.runs * len(CONTENDERS), "full": full,
+              "api": len(ENDPOINTS) + (0 if "full" in phases else 2), "latency": 2, "memory": 2}
+    return sum(counts[phase] for phase in phases)
+
+
+def run_name(plan: Plan, phases: tuple[str, ...]) -> str:
+    """The default name of a run's results: the plan's mode, then the phases of a partial run."""
+    return plan.mode if phases == PHASES else "-".join((plan.mode, *phases))
+
+
+def run_api_preload(bench: BenchStack, plan: Plan, reporter: Reporter,
+                    profile_to: Path | None) -> tuple[dict[str, Any], WorkerProcess]:
+    """One full-pipeline run of ``plan``'s data for the API phase of a run without the full phase."""
+    figures, worker = run_full_pipeline(bench, dataclasses.replace(plan, full_runs=1), reporter, math.nan, profile_to)
+    return {"what": "one full-pipeline run to fill the stores for the API phase (not the full phase's figures)",
+            "ticks": figures["ticks"], "signals": figures["signals"], "records_per_s": figures["median"],
+            "derived": figures["derived"]}, worker
 
 
 def run_bench(plan: Plan, name: str, out_dir: Path, console: Console, *, profile: bool = False,
-              stack_settings: Settings | None = None) -> dict[str, Any]:
-    """Run every benchmark of ``plan``; write ``<out_dir>/<name>.json`` and ``.png``; return the results.
+              stack_settings: Settings | None = None, phases: tuple[str, ...] = PHASES) -> dict[str, Any]:
+    """Run the benchmarks of ``plan`` named in ``phases`` (see the module docstring); write
+    ``<out_dir>/<name>.json`` and ``.png``; return the results.
 
     The bench starts (and stops) a stack of its own, unless given the settings of a running one.
     """
+    unknown = set(phases) - set(PHASES)
+    if unknown or not phases:
+        raise ValueError(f"phases must be some of {', '.join(PHASES)}; got {', '.join(phases) or 'none'}")
+    phases = tuple(p for p in PHASES if p in phases)
     started = time.monotonic()
     results: dict[str, Any] = {
         "name": name, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["tickwire", "bench", *sys.argv[2:]]), "plan": plan.as_dict(), "machine": _machine(),
+        "command": " ".join(["tickwire", "bench", *sys.argv[2:]]), "plan": plan.as_dict(), "phases": list(phases),
+        "machine": _machine(),
     }
 
     def profile_file(phase: str) -> Path | None:
@@ -70,13 +106,26 @@ def run_bench(plan: Plan, name: str, out_dir: Path, console: Console, *, profile
     else:
         bench = BenchStack.attach(stack_settings, plan.session_timeout_ms)
     try:
-        with Reporter(console, steps(plan)) as reporter:
-            results["ingest"] = run_ingest(bench, plan, reporter, profile_file("ingest"))
-            tickwire = results["ingest"]["contenders"]["tickwire"]["median"]
-            results["full_pipeline"], worker = run_full_pipeline(bench, plan, reporter, tickwire, profile_file("full"))
-            results["api"] = run_api(worker.settings, plan, reporter)
-            results["latency"] = run_latency(bench, plan, reporter, profile_file("latency"))
-            results["memory"] = run_memory(bench, plan, reporter)
+        with Reporter(console, steps(plan, phases)) as reporter:
+            if "ingest" in phases:
+                results["ingest"] = run_ingest(bench, plan, reporter, profile_file("ingest"))
+            if "full" in phases:
+                ingest = results["ingest"]["contenders"]["tickwire"]["median"] if "ingest" in phases else math.nan
+                results["full_pipeline"], worker = run_full_pipeline(bench, plan, reporter, ingest, profile_file("full"))
+                if "ingest" not in phases:
+                    results["full_pipeline"]["ratio_to_ingest"] = None  # no ingest figure in this run
+            if "api" in phases:
+                preload = None
+                if "full" not in phases:
+                    reporter.note("API phase without the full phase: one full-pipeline run first, to fill the stores")
+                    preload, worker = run_api_preload(bench, plan, reporter, profile_file("full"))
+                results["api"] = run_api(worker.settings, plan, reporter)
+                if preload is not None:
+                    results["api"]["preload"] = preload
+            if "latency" in phases:
+                results["latency"] = run_latency(bench, plan, reporter, profile_file("latency"))
+            if "memory" in phases:
+                results["memory"] = run_memory(bench, plan, reporter)
     finally:
         bench.close()
     results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
