@@ -45,6 +45,10 @@ def responses(route: Route) -> dict[str, Any]:
     found: dict[str, Any] = {str(route.status): {
         "description": route.summary,
         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.response}"}}}}}
+    if route.cached:
+        found[str(route.status)]["headers"] = {"X-Cache": {
+            "description": "hit: a kept answer (still valid, see the operation's description); miss: computed now.",
+            "schema": {"type": "string", "enum": ["hit", "miss"]}}}
     statuses = set(route.errors)
     if route.params or route.body:
         statuses.add(400)
