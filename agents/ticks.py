@@ -1,4 +1,4 @@
-"""Tick agent: decoded ``mt5.ticks.v1`` batches -> ClickHouse ``ticks`` + hot keys.
+"""Tick agent: decoded ``mt5.ticks.v1`` batches -> ClickHouse ``ticks`` (hot keys: agents.hot_ticks).
 
 Each event is a whole fetched batch of one partition, already decoded by the
 source (rejects went to the DLQ there).

@@ -75,17 +75,46 @@ class CorrelationBuilder(Sink):
         for symbol, start_ms, close in rows:
             closes[symbol][int(start_ms)] = close
         returns = {symbol: _log_returns(series, timeframe.ms) for symbol, series in closes.items()}
-        symbols = sorted(returns)
-        edges = []
-        for i, a in enumerate(symbols):
-            for b in symbols[i + 1:]:
-                common = sorted(returns[a].keys() & returns[b].keys())
-                if len(common) < self._min_samples:
-                    continue
-                weight = _pearson([returns[a][t] for t in common], [returns[b][t] for t in common])
-                if weight is not None:
-                    edges.append(CorrelationEdge.between(tenant, a, b, timeframe.name, weight, end_ms, len(common)))
-        return edges
+        return [CorrelationEdge.between(tenant, a, b, timeframe.name, weight, end_ms, samples)
+                for a, b, weight, samples in pairwise_correlations(returns, self._min_samples)]
+
+
+def pairwise_correlations(returns: dict[str, dict[int, float]], min_samples: int) -> list[tuple[str, str, float, int]]:
+    """(a, b, Pearson correlation, samples) of every symbol pair a < b over the bar windows both have
+    (at least ``min_samples``), clipped to [-1, 1]; pairs where either does not move are left out.
+
+    All pairs at once with matrix products over a symbols × windows matrix (zero where a
+    symbol has no return, plus a 0/1 mask): per pair, the sums over the common windows.
+    """
+    symbols = sorted(returns)
+    windows = sorted({t for series in returns.values() for t in series})
+    if len(symbols) < 2 or not windows:
+        return []
+    column = {t: j for j, t in enumerate(windows)}
+    values = np.zeros((len(symbols), len(windows)))
+    mask = np.zeros_like(values)
+    for i, symbol in enumerate(symbols):
+        for t, r in returns[symbol].items():
+            values[i, column[t]] = r
+            mask[i, column[t]] = 1.0
+    n = mask @ mask.T                     # common windows of (a, b)
+    sum_x = values @ mask.T               # [a, b]: sum of a's returns over the windows common with b
+    sum_xx = (values * values) @ mask.T
+    sum_xy = values @ values.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_x = sum_x / n
+        var_x = sum_xx - sum_x * mean_x   # [a, b]: a's variance (times n) over the common windows
+        cov = sum_xy - sum_x * mean_x.T
+        # a series that does not move has variance 0 up to rounding
+        flat = var_x <= 1e-12 * sum_xx
+        weight = cov / np.sqrt(var_x * var_x.T)
+    pairs = []
+    for i, j in zip(*np.triu_indices(len(symbols), k=1)):
+        samples = int(n[i, j])
+        if samples < min_samples or flat[i, j] or flat[j, i]:
+            continue
+        pairs.append((symbols[i], symbols[j], max(-1.0, min(1.0, float(weight[i, j]))), samples))
+    return pairs
 
 
 def _log_returns(closes: dict[int, float], step_ms: int) -> dict[int, float]:
@@ -95,13 +124,3 @@ def _log_returns(closes: dict[int, float], step_ms: int) -> dict[int, float]:
         for start, close in closes.items()
         if start - step_ms in closes and close > 0 and closes[start - step_ms] > 0
     }
-
-
-def _pearson(x: list[float], y: list[float]) -> float | None:
-    """Correlation of x and y, clipped to [-1, 1]; None when either does not move."""
-    a, b = np.asarray(x), np.asarray(y)
-    a, b = a - a.mean(), b - b.mean()
-    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
-    if denominator == 0.0:
-        return None
-    return max(-1.0, min(1.0, float((a * b).sum()) / denominator))

@@ -2,7 +2,8 @@
 
 Every function takes the decoded messages of one batch (in offset order) and
 the :class:`SinkSet`, and only buffers into sinks (no I/O): the checkpoint
-writes. A sink that is ``None`` (a role a replay does not write) is skipped.
+writes (and eager sinks are also written after each batch). A sink that is
+``None`` (a role a replay does not write) is skipped.
 """
 
 from __future__ import annotations
@@ -21,32 +22,35 @@ Messages = Sequence[tuple[RawRecord, msgspec.Struct]]
 
 
 def store_ticks(messages: Sequence[tuple[RawRecord, Tick]], sinks: SinkSet) -> None:
-    """Ticks as ``ticks`` rows, and as hot-key candidates: only the newest tick of each key in the batch
-    (greatest time, then greatest offset: messages come in offset order) is offered to the cache."""
+    """Ticks as ``ticks`` rows."""
+    if sinks.ticks is None:
+        return
     ticks = [tick for _, tick in messages]
-    offsets = [record.offset for record, _ in messages]
-    times = [int(t.time_msc) for t in ticks]
-    volumes = [int(t.volume) for t in ticks]
-    flags = [int(t.flags) for t in ticks]
     bids = [t.bid for t in ticks]
     asks = [t.ask for t in ticks]
-    lasts = [t.last for t in ticks]
-    if sinks.ticks is not None:
-        sinks.ticks.add_columns([
-            [t.tenant for t in ticks], [t.broker for t in ticks], [t.symbol for t in ticks], times, bids, asks, lasts,
-            volumes, [t.volume_real for t in ticks], flags, [a - b for a, b in zip(asks, bids)],
-            [record.partition for record, _ in messages], offsets,
-        ])
-    if sinks.hot_ticks is not None:
-        newest: dict[tuple[str, str, str], int] = {}  # series -> index of its newest tick in the batch
-        for i, t in enumerate(ticks):
-            series = (t.tenant, t.broker, t.symbol)
-            j = newest.get(series)
-            if j is None or times[i] >= times[j]:
-                newest[series] = i
-        offer = sinks.hot_ticks.offer
-        for (tenant, broker, symbol), i in newest.items():
-            offer(hot_key(tenant, broker, symbol), times[i], offsets[i], bids[i], asks[i], lasts[i], volumes[i], flags[i])
+    sinks.ticks.add_columns([
+        [t.tenant for t in ticks], [t.broker for t in ticks], [t.symbol for t in ticks], [int(t.time_msc) for t in ticks],
+        bids, asks, [t.last for t in ticks], [int(t.volume) for t in ticks], [t.volume_real for t in ticks],
+        [int(t.flags) for t in ticks], [a - b for a, b in zip(asks, bids)],
+        [record.partition for record, _ in messages], [record.offset for record, _ in messages],
+    ])
+
+
+def offer_hot_ticks(messages: Sequence[tuple[RawRecord, Tick]], sinks: SinkSet) -> None:
+    """The newest tick of each key in the batch (greatest time, then greatest offset: messages come
+    in offset order) as a hot-key candidate. Safe while the cache sink flushes (it is eager)."""
+    if sinks.hot_ticks is None:
+        return
+    newest: dict[tuple[str, str, str], tuple[RawRecord, Tick]] = {}
+    for message in messages:
+        t = message[1]
+        series = (t.tenant, t.broker, t.symbol)
+        current = newest.get(series)
+        if current is None or t.time_msc >= current[1].time_msc:
+            newest[series] = message
+    offer = sinks.hot_ticks.offer
+    for (tenant, broker, symbol), (record, t) in newest.items():
+        offer(hot_key(tenant, broker, symbol), int(t.time_msc), record.offset, t.bid, t.ask, t.last, int(t.volume), int(t.flags))
 
 
 def track_bars(messages: Sequence[tuple[RawRecord, Tick]], sinks: SinkSet) -> None:
@@ -77,6 +81,6 @@ Handler = Callable[[Messages, SinkSet], None]
 
 #: input topic -> (message type, the processing of a batch of it, in order)
 TOPIC_HANDLERS: dict[str, tuple[type[msgspec.Struct], tuple[Handler, ...]]] = {
-    TICKS_TOPIC: (Tick, (store_ticks, track_bars)),
+    TICKS_TOPIC: (Tick, (offer_hot_ticks, store_ticks, track_bars)),
     SIGNALS_TOPIC: (Signal, (store_signals, queue_strategy_edges)),
 }

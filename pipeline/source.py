@@ -4,10 +4,10 @@ One aiokafka consumer (group ``settings.group_id``, auto-commit off) fetches
 with ``getmany``. Each fetched topic-partition batch is decoded once (rejects
 go to the DLQ with their reason) and goes to every agent routed to its topic
 as ONE event on an in-memory Faust channel, so Faust's per-event machinery
-costs once per batch instead of once per record. The source waits until the
-agents have handed their batches to the sinks, flushes
-eager sinks (hot keys), and checkpoints (flush all sinks, producer, commit) on
-an interval or record count. Faust's own offset committer is not involved.
+costs once per batch instead of once per record. Eager routes (hot keys) get
+each batch as soon as it is decoded and their sinks are flushed right away.
+The source waits until the agents have handed their batches to the sinks and
+checkpoints (flush all sinks, producer, commit) on an interval or record count. Faust's own offset committer is not involved.
 While a sink's store refuses writes, its circuit is open and the consumer's
 partitions are paused (see pipeline.circuit); they resume by themselves.
 
@@ -78,6 +78,7 @@ class BatchSource(Service):
         self.sinks = sinks
         self.publisher = sinks.publisher
         self._routes: dict[str, list[faust.ChannelT]] = {}
+        self._eager_routes: dict[str, list[faust.ChannelT]] = {}
         self._decoders: dict[str, BatchDecoder] = {}
         self._stop_event = asyncio.Event()
         self._positions: dict[TopicPartition, int] = {}
@@ -95,17 +96,21 @@ class BatchSource(Service):
     def on_init_dependencies(self) -> list[Service]:
         return [self.connections]
 
-    def route(self, topic: str, message_type: type[msgspec.Struct]) -> faust.ChannelT:
+    def route(self, topic: str, message_type: type[msgspec.Struct], *, eager: bool = False) -> faust.ChannelT:
         """A new channel on which decoded batches of ``topic`` are delivered to one agent.
 
         Every agent routed to a topic gets every batch of it; the topic is decoded once,
-        into ``message_type`` (the same for all routes of a topic).
+        into ``message_type`` (the same for all routes of a topic). An ``eager`` route gets
+        each batch as soon as it is decoded, even while a checkpoint runs, and the eager
+        sinks are flushed right after: its agent may only add to eager sinks, which accept
+        adds while they flush (the hot cache). Other routes get the batch once no
+        checkpoint runs.
         """
         decoder = self._decoders.setdefault(topic, BatchDecoder(message_type, self.settings.max_record_bytes))
         if decoder.message_type is not message_type:
             raise TypeError(f"{topic} is already decoded as {decoder.message_type.__name__}")
         channel = self.app.channel(maxsize=64)
-        self._routes.setdefault(topic, []).append(channel)
+        (self._eager_routes if eager else self._routes).setdefault(topic, []).append(channel)
         return channel
 
     async def on_started(self) -> None:
@@ -121,7 +126,7 @@ class BatchSource(Service):
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             fetch_max_bytes=64 << 20,
         )
-        self.consumer.subscribe(topics=list(self._routes), listener=_Rebalance(self))
+        self.consumer.subscribe(topics=list(self._decoders), listener=_Rebalance(self))
         await self.consumer.start()
         self.checkpoint = Checkpoint(
             group_committer(self.consumer),
@@ -136,7 +141,7 @@ class BatchSource(Service):
         )
         self._task = asyncio.create_task(self._consume(), name="tickwire-source")
         self.consuming = True
-        log.info("consuming %s as group %s", ", ".join(self._routes), self.settings.group_id)
+        log.info("consuming %s as group %s", ", ".join(self._decoders), self.settings.group_id)
 
     async def _consume(self) -> None:
         assert self.consumer is not None and self.checkpoint is not None
@@ -146,7 +151,7 @@ class BatchSource(Service):
                     fetched = await self.consumer.getmany(
                         timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.fetch_max_records
                     )
-                    self._hold(fetched)
+                    await self._hold(fetched)
                 if self._inflight is not None:
                     if not self._inflight.done() and self._held_records < self.settings.commit_max_records:
                         continue
@@ -174,19 +179,34 @@ class BatchSource(Service):
         async with self._lock:
             await self.checkpoint.commit()
 
-    def _hold(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Decode what was fetched and keep it until it can be handed to the agents."""
+    async def _hold(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Decode what was fetched, give it to the eager routes (and flush the eager sinks),
+        and keep it until it can be handed to the other agents."""
+        assert self.checkpoint is not None
+        eager = []
         for tp, records in fetched.items():
             if not records:
                 continue
             RECORDS_CONSUMED.labels(tp.topic).inc(len(records))
             BATCH_SIZE.labels(tp.topic).observe(len(records))
-            self._held.append(_Decoded(tp, self._decoders[tp.topic].decode(records), records[-1].offset + 1))
+            item = _Decoded(tp, self._decoders[tp.topic].decode(records), records[-1].offset + 1)
+            self._held.append(item)
             self._held_records += len(records)
+            channels = self._eager_routes.get(tp.topic, []) if item.decoded.valid else []
+            if channels:
+                batch = RecordBatch(tp.topic, tp.partition, item.decoded.valid, item.next_offset)
+                batch.expect(len(channels))
+                for channel in channels:
+                    await channel.send(value=batch)
+                eager.append(batch)
+        if eager:
+            for batch in eager:
+                await batch.done
+            await self.checkpoint.flush_eager()
 
     async def _hand_off_held(self) -> None:
-        """Dead-letter the rejects, hand every held batch to its agents, wait until they took them,
-        mark the offsets for the next checkpoint and flush the eager sinks. Call with the lock held."""
+        """Dead-letter the rejects, hand every held batch to its (non-eager) agents, wait until they
+        took them and mark the offsets for the next checkpoint. Call with the lock held."""
         assert self.checkpoint is not None
         if not self._held:
             return
@@ -198,7 +218,7 @@ class BatchSource(Service):
                 await self.publisher.add(DLQ_TOPIC, key, value)
                 DLQ_RECORDS.labels(rejected.reason).inc()
             batch = RecordBatch(item.tp.topic, item.tp.partition, item.decoded.valid, item.next_offset)
-            channels = self._routes[item.tp.topic] if item.decoded.valid else []
+            channels = self._routes.get(item.tp.topic, []) if item.decoded.valid else []
             batch.expect(len(channels))
             for channel in channels:
                 await channel.send(value=batch)
@@ -208,7 +228,6 @@ class BatchSource(Service):
             tp = TopicPartition(batch.topic, batch.partition)
             self.checkpoint.mark(tp=tp, next_offset=batch.next_offset, records=len(batch.messages))
             self._positions[tp] = batch.next_offset
-        await self.checkpoint.flush_eager()
 
     def _pause_while_open(self, circuit: CircuitBreaker) -> None:
         """Stop fetching while any sink's circuit is open; resume when all are closed."""
@@ -231,7 +250,7 @@ class BatchSource(Service):
         Uses the high-watermarks that arrive with fetched records (tansu's ListOffsets
         end is wrong, see ARCHITECTURE.md); partitions not fetched yet count as 0.
         """
-        lag: dict[str, int] = {topic: 0 for topic in self._routes}
+        lag: dict[str, int] = {topic: 0 for topic in self._decoders}
         if self.consumer is None:
             return lag
         for tp in self.consumer.assignment():

@@ -12,6 +12,7 @@ def run(faust_args: list[str]) -> None:
     uvloop.install()
     import agents.candles  # noqa: F401  (agents register themselves)
     import agents.graph  # noqa: F401
+    import agents.hot_ticks  # noqa: F401
     import agents.patterns  # noqa: F401
     import agents.signals  # noqa: F401
     import agents.ticks  # noqa: F401

@@ -9,7 +9,9 @@ only on the keys they declare, which this one does), TTLs, pipelines.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -86,3 +88,43 @@ async def test_published_markers_expire(cache: redis.Redis, tenant: str) -> None
     assert markers.pending == 0
     assert await cache.exists(*keys) == 3
     assert all(0 < ttl <= TTL_S for ttl in [await cache.ttl(k) for k in keys])
+
+
+@pytest.mark.stack
+async def test_ticks_offered_during_a_flush_are_written_by_the_next_one(cache: redis.Redis, tenant: str) -> None:
+    """The hot-tick agent offers ticks while a checkpoint flushes the cache: none may be lost, and a
+    flush returns only once everything offered before it was called is written."""
+    sink = HotTickCache(cache, TTL_S)
+    first, second = hot_key(tenant, "demo", "EURUSD"), hot_key(tenant, "demo", "GBPUSD")
+    offer(sink, first, 1_000, 1, 1.1)
+    await cache.execute_command("CLIENT", "PAUSE", "300", "WRITE")  # hold the first flush on the server
+    in_flight = asyncio.create_task(sink.flush())
+    while sink.pending:  # until the first flush has taken its buffer
+        await asyncio.sleep(0.001)
+    offer(sink, second, 1_000, 2, 1.2)
+    offer(sink, first, 2_000, 3, 1.3)
+    assert not in_flight.done()
+    await in_flight
+    assert sink.pending == 2  # still buffered, not dropped with the first flush's
+    await sink.flush()
+    assert sink.pending == 0
+    assert (await cache.hget(first, "bid"), await cache.hget(second, "bid")) == ("1.3", "1.2")
+
+
+@pytest.mark.stack
+async def test_a_failed_flush_keeps_its_ticks(tenant: str) -> None:
+    down = redis.Redis(host="127.0.0.1", port=_closed_port(), socket_connect_timeout=1)
+    sink = HotTickCache(down, TTL_S)
+    keys = [hot_key(tenant, "demo", f"S{i}") for i in range(3)]
+    for i, key in enumerate(keys):
+        offer(sink, key, 1_000, i, 1.0)
+    with pytest.raises(redis.ConnectionError):
+        await sink.flush()
+    assert sink.pending == len(keys)
+    await down.aclose()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -166,12 +166,15 @@ def test_failed_clickhouse_insert_is_retried_never_skipped(stack_settings, worke
     worker = worker_factory()
     asyncio.run(produce(stack_settings, before))
     wait_until(lambda: visible(worker, tenant) == len(before), timeout_s=60, what="the first half")
-    worker_query(worker.settings, "DETACH TABLE tickwire.ticks", write=True)
+    # every insert into ticks fails while this constraint is on; reads (the candles' queries) still work,
+    # so the failure is the insert's whatever else the checkpoint in flight is doing
+    worker_query(worker.settings, "ALTER TABLE tickwire.ticks ADD CONSTRAINT refuse_all CHECK 0", write=True)
     try:
-        asyncio.run(produce(stack_settings, during))  # their insert fails while the table is detached
+        asyncio.run(produce(stack_settings, during))  # their insert fails while the constraint is on
         wait_until(lambda: logged(worker, "sink clickhouse.ticks unavailable"), timeout_s=30, what="the insert to fail")
+        assert visible(worker, tenant) == len(before)
     finally:
-        worker_query(worker.settings, "ATTACH TABLE tickwire.ticks", write=True)
+        worker_query(worker.settings, "ALTER TABLE tickwire.ticks DROP CONSTRAINT refuse_all", write=True)
     wait_until(lambda: logged(worker, "sink clickhouse.ticks recovered"), timeout_s=60, what="recovery")
     wait_until(lambda: visible(worker, tenant) == len(ticks), timeout_s=60, what="every tick exactly once")
     assert scalar(worker, f"SELECT uniqExact(symbol, time) FROM tickwire.ticks FINAL WHERE tenant = '{tenant}'") == len(ticks)

@@ -6,11 +6,16 @@ A write replaces it only when the incoming tick is newer: a greater
 ``time_msc``, or the same ``time_msc`` and a greater source offset. The compare
 and the write are one Lua script, so concurrent writers and redelivered or
 out-of-order ticks can never move a key backwards. Every write refreshes the
-TTL. The sink is eager (flushed after every fetched batch) for freshness.
+TTL. The sink is eager (flushed after every fetched batch) for freshness, and
+may be offered ticks while it flushes: a flush writes what was buffered when
+it took the buffer, flushes run one at a time (so a checkpoint's flush also
+waits for an eager one in flight), and a failed flush puts its ticks back
+(newest still wins) for the next one.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import redis.asyncio as redis
@@ -52,6 +57,7 @@ class HotTickCache(Sink):
         self._script = client.register_script(NEWEST_WINS)
         # key -> (time_msc, offset, bid, ask, last, volume, flags); newest per key only
         self._newest: dict[str, tuple[int, int, float, float, float, int, int]] = {}
+        self._flushing = asyncio.Lock()
 
     @property
     def name(self) -> str:
@@ -68,9 +74,18 @@ class HotTickCache(Sink):
             self._newest[key] = (time_msc, offset, bid, ask, last, volume, flags)
 
     async def flush(self) -> None:
-        if not self._newest:
-            return
-        items = list(self._newest.items())
+        async with self._flushing:
+            if not self._newest:
+                return
+            taken, self._newest = self._newest, {}
+            try:
+                await self._write(list(taken.items()))
+            except BaseException:
+                for key, values in taken.items():
+                    self.offer(key, *values)
+                raise
+
+    async def _write(self, items: list[tuple[str, tuple[int, int, float, float, float, int, int]]]) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
             for start in range(0, len(items), KEYS_PER_CALL):
                 chunk = items[start:start + KEYS_PER_CALL]
@@ -79,4 +94,3 @@ class HotTickCache(Sink):
                     args.extend(repr(v) if isinstance(v, float) else v for v in values)
                 await self._script(keys=[k for k, _ in chunk], args=args, client=pipe)
             await pipe.execute()
-        self._newest.clear()
