@@ -8,14 +8,16 @@ acks=all, linger 5 ms), after a short warm-up that is not measured. Each tick
 carries its send time in µs in its ``volume`` field (``time_msc`` is the same
 time in ms); the send time is taken just before ``send()``.
 
-Two probers run in the same process while it produces:
+A prober in a process of its own (:mod:`bench.visibility_probe`, so that
+the moment a change is seen is not delayed by this process's busy producer)
+reads what a client would:
 
-- hot keys: every ``HOT_PROBE_MS`` one pipelined ``HMGET volume`` of all 50
-  hot keys. A key showing send time v makes every tick of that key sent at or
-  before v visible (the hot key holds the newest tick and never goes back);
-  each such tick's latency is the probe's answer time minus its send time.
-- ClickHouse: every ``CH_PROBE_MS`` the highest stored source offset per
-  partition, asked through the worker's ``/internal/sql`` route
+- hot keys: every 5 ms one pipelined ``HGET volume`` of all 50 hot keys. A
+  key showing send time v makes every tick of that key sent at or before v
+  visible (the hot key holds the newest tick and never goes back); each such
+  tick's latency is the probe's answer time minus its send time.
+- ClickHouse: every 100 ms the highest stored source offset per partition,
+  asked through the worker's ``/internal/sql`` route
   (``pipeline.sql_client.worker_query``). A checkpoint inserts a contiguous
   range of each partition, so every tick at or below that offset is visible;
   the producer learns each tick's partition and offset from its delivery.
@@ -52,6 +54,7 @@ from bench.profile import Profiler
 from bench.progress import Reporter
 from bench.stack import BenchStack
 from bench.stats import latency_summary
+from bench.visibility_probe import CH_PROBE_MS, HOT_PROBE_MS, stored_offsets_sql
 from bench.worker_metrics import checkpoint_stats
 from pipeline.config import Settings
 from pipeline.connections import make_producer
@@ -63,11 +66,8 @@ from pipeline.sql_client import worker_query
 TENANT = "bench-latency"
 WARMUP_S = 3.0
 SLICE_S = 0.005
-HOT_PROBE_MS = 5
-CH_PROBE_MS = 100
 DRAIN_S = 15.0
-CH_OFFSETS_SQL = (f"SELECT src_partition AS p, max(src_offset) AS o FROM tickwire.ticks "
-                  f"WHERE tenant = '{TENANT}' GROUP BY src_partition")
+CH_OFFSETS_SQL = stored_offsets_sql(TENANT)
 
 
 def _now_us() -> int:
@@ -75,7 +75,7 @@ def _now_us() -> int:
 
 
 class LatencyRun:
-    """The producer and the two probers of one latency measurement."""
+    """The producer of one latency measurement, and the per-tick latencies from the prober's observations."""
 
     def __init__(self, settings: Settings, rate: int, seconds: float, reporter: Reporter) -> None:
         self.settings = settings
@@ -83,35 +83,62 @@ class LatencyRun:
         self.seconds = seconds
         self.reporter = reporter
         self.keys = [hot_key(TENANT, BROKER, symbol) for symbol in SYMBOL_NAMES]
-        self.hot_pending: list[deque[int]] = [deque() for _ in self.keys]  # send times (µs) per key
-        self.ch_pending: dict[int, deque[tuple[int, int]]] = {}  # partition -> (offset, send µs)
-        self.hot_ms: list[float] = []
-        self.ch_ms: list[float] = []
+        self.sent_at: list[list[int]] = [[] for _ in self.keys]  # send times (µs) per key, measured ticks
+        self.delivered: dict[int, list[tuple[int, int]]] = {}  # partition -> (offset, send µs), measured ticks
+        self.last_stamp: list[int] = [0] * len(self.keys)  # newest send time per key, warm-up included
+        self.last_offset: dict[int, int] = {}  # newest delivered offset per partition, warm-up included
         self.sent = 0
         self.acked = 0
-        self.stop = asyncio.Event()
 
-    async def run(self) -> dict[str, Any]:
-        probes = [asyncio.create_task(self._probe_hot_keys()), asyncio.create_task(self._probe_clickhouse())]
+    async def run(self, probe: VisibilityProbe) -> dict[str, Any]:
         produced_s = await self._produce()
         deadline = time.monotonic() + DRAIN_S
-        while time.monotonic() < deadline and (self._hot_unseen() or self._ch_unseen()):
-            await asyncio.sleep(0.05)
-        self.stop.set()
-        await asyncio.gather(*probes)
+        while time.monotonic() < deadline and not await self._all_visible():
+            await asyncio.sleep(0.1)
+        seen = probe.result()
+        hot_ms, hot_unseen = self._hot_latencies(seen["hot_key"])
+        ch_ms, ch_unseen = self._clickhouse_latencies(seen["clickhouse"])
         return {
             "rate": self.rate, "seconds": self.seconds, "achieved_rate": round(self.sent / produced_s, 1),
             "sent": self.sent, "keys": len(self.keys), "warmup_s": WARMUP_S,
             "probe_interval_ms": {"hot_key": HOT_PROBE_MS, "clickhouse": CH_PROBE_MS},
-            "hot_key": latency_summary(self.hot_ms), "clickhouse": latency_summary(self.ch_ms),
-            "unseen": {"hot_key": self._hot_unseen(), "clickhouse": self._ch_unseen()},
+            "hot_key": latency_summary(hot_ms), "clickhouse": latency_summary(ch_ms),
+            "unseen": {"hot_key": hot_unseen, "clickhouse": ch_unseen + (self.sent - self.acked)},
         }
 
-    def _hot_unseen(self) -> int:
-        return sum(len(q) for q in self.hot_pending)
+    async def _all_visible(self) -> bool:
+        """Whether the newest tick of every key and partition is visible (when to stop the prober)."""
+        cache = redis.asyncio.Redis.from_url(self.settings.cache_url)
+        try:
+            async with cache.pipeline(transaction=False) as pipe:
+                for key in self.keys:
+                    pipe.hget(key, "volume")
+                values = await pipe.execute()
+        finally:
+            await cache.aclose()
+        if any(v is None or int(v) < last for v, last in zip(values, self.last_stamp)):
+            return False
+        lines = await asyncio.to_thread(worker_query, self.settings, CH_OFFSETS_SQL) or []
+        stored = {int(row["p"]): int(row["o"]) for row in map(orjson.loads, lines)}
+        return all(stored.get(p, -1) >= o for p, o in self.last_offset.items())
 
-    def _ch_unseen(self) -> int:
-        return sum(len(q) for q in self.ch_pending.values()) + (self.sent - self.acked)
+    def _hot_latencies(self, seen: list[list[int]]) -> tuple[list[float], int]:
+        latencies: list[float] = []
+        pending = [deque(stamps) for stamps in self.sent_at]
+        for key, visible, at in seen:
+            queue = pending[key]
+            while queue and queue[0] <= visible:
+                latencies.append((at - queue.popleft()) / 1000)
+        return latencies, sum(len(q) for q in pending)
+
+    def _clickhouse_latencies(self, seen: list[list[int]]) -> tuple[list[float], int]:
+        latencies: list[float] = []
+        pending = {p: deque(sorted(items)) for p, items in self.delivered.items()}
+        for partition, offset, at in seen:
+            queue = pending.get(partition)
+            while queue and queue[0][0] <= offset:
+                latencies.append((at - queue.popleft()[1]) / 1000)
+        return latencies, sum(len(q) for q in pending.values())
 
     async def _produce(self) -> float:
         """Produce for warm-up + ``seconds``; returns how long the measured part took."""
@@ -138,10 +165,12 @@ class LatencyRun:
                         "last": 0.0, "volume": stamp, "volume_real": 0.0, "flags": 6,
                     })
                     future = await producer.send(TICKS_TOPIC, value, key=f"{TENANT}:{BROKER}:{SYMBOL_NAMES[k]}".encode())
-                    if slice_start >= measured_from:
+                    measured = slice_start >= measured_from
+                    self.last_stamp[k] = stamp
+                    if measured:
                         self.sent += 1
-                        self.hot_pending[k].append(stamp)
-                        future.add_done_callback(lambda f, stamp=stamp: self._delivered(f, stamp))
+                        self.sent_at[k].append(stamp)
+                    future.add_done_callback(lambda f, stamp=stamp, measured=measured: self._delivered(f, stamp, measured))
                     produced += 1
                 self.reporter.update(min(self.seconds, max(0.0, slice_start - measured_from)))
                 await asyncio.sleep(max(0.0, SLICE_S - (time.monotonic() - slice_start)))
@@ -150,43 +179,33 @@ class LatencyRun:
         finally:
             await producer.stop()
 
-    def _delivered(self, future: asyncio.Future, stamp: int) -> None:
+    def _delivered(self, future: asyncio.Future, stamp: int, measured: bool) -> None:
         if future.cancelled() or future.exception() is not None:
             return
         metadata = future.result()
-        self.ch_pending.setdefault(metadata.partition, deque()).append((metadata.offset, stamp))
-        self.acked += 1
+        self.last_offset[metadata.partition] = max(self.last_offset.get(metadata.partition, -1), metadata.offset)
+        if measured:
+            self.delivered.setdefault(metadata.partition, []).append((metadata.offset, stamp))
+            self.acked += 1
 
-    async def _probe_hot_keys(self) -> None:
-        cache = redis.asyncio.Redis.from_url(self.settings.cache_url)
-        try:
-            while not self.stop.is_set():
-                started = time.monotonic()
-                async with cache.pipeline(transaction=False) as pipe:
-                    for key in self.keys:
-                        pipe.hget(key, "volume")
-                    seen = await pipe.execute()
-                now = _now_us()
-                for pending, value in zip(self.hot_pending, seen):
-                    if value is None:
-                        continue
-                    visible = int(value)
-                    while pending and pending[0] <= visible:
-                        self.hot_ms.append((now - pending.popleft()) / 1000)
-                await asyncio.sleep(max(0.0, HOT_PROBE_MS / 1000 - (time.monotonic() - started)))
-        finally:
-            await cache.aclose()
 
-    async def _probe_clickhouse(self) -> None:
-        while not self.stop.is_set():
-            started = time.monotonic()
-            lines = await asyncio.to_thread(worker_query, self.settings, CH_OFFSETS_SQL) or []
-            now = _now_us()
-            for row in map(orjson.loads, lines):
-                pending = self.ch_pending.get(int(row["p"]))
-                while pending and pending[0][0] <= int(row["o"]):
-                    self.ch_ms.append((now - pending.popleft()[1]) / 1000)
-            await asyncio.sleep(max(0.0, CH_PROBE_MS / 1000 - (time.monotonic() - started)))
+class VisibilityProbe:
+    """The prober (:mod:`bench.visibility_probe`) running beside the worker, as a child process."""
+
+    def __init__(self, bench: BenchStack, settings: Settings) -> None:
+        self._log = open(settings.state_dir.parent / "probe.log", "wb")
+        self._proc = subprocess.Popen(python_module("bench.visibility_probe", TENANT, ",".join(SYMBOL_NAMES)),
+                                      env=bench.child_env(settings), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self._log, text=True)
+        assert self._proc.stdout is not None
+        if self._proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the visibility probe did not start; see {self._log.name}")
+
+    def result(self) -> dict[str, list[list[int]]]:
+        """Stop probing; every change it saw."""
+        out, _ = self._proc.communicate("stop\n", timeout=120)
+        self._log.close()
+        return json.loads(out.strip().splitlines()[-1])
 
 
 class FloorConsumer:
@@ -224,8 +243,9 @@ def run_latency(bench: BenchStack, plan: Plan, reporter: Reporter, profile_to: P
     try:
         with reporter.step(f"latency: {plan.latency_rate:,} ticks/s for {plan.latency_s:g} s", total=plan.latency_s):
             floor = FloorConsumer(bench, plan.latency_s)
+            probe = VisibilityProbe(bench, worker.settings)
             floor.start()
-            result = asyncio.run(LatencyRun(worker.settings, plan.latency_rate, plan.latency_s, reporter).run())
+            result = asyncio.run(LatencyRun(worker.settings, plan.latency_rate, plan.latency_s, reporter).run(probe))
             result["broker_floor"] = floor.result()
         result["worker_checkpoints"] = checkpoint_stats(worker.settings)
         result["profile"] = profiler.stop() if profiler is not None else None
