@@ -106,8 +106,9 @@ def _latency_table(latency: dict[str, Any], console: Console) -> None:
 def _api_table(api: dict[str, Any], console: Console) -> None:
     table = Table(title=f"API: {api['clients']} concurrent clients in {api['client_processes']} client processes, "
                         f"{api['seconds_per_endpoint']:g} s per endpoint (no-cache: every answer computed)")
-    for column in ("endpoint", "p50 ms", "p99 ms", "req/s", "cache hits", "errors", "1 client: p50 ms", "p99 ms"):
-        table.add_column(column, justify="left" if column == "endpoint" else "right")
+    table.add_column("endpoint", no_wrap=True)
+    for column in ("p50 ms", "p99 ms", "req/s", "cache hits", "errors", "1 client: p50 ms", "p99 ms"):
+        table.add_column(column, justify="right")
 
     def row(label: str, e: dict[str, Any], cached: bool) -> None:
         alone = e["single_client"]
@@ -118,5 +119,5 @@ def _api_table(api: dict[str, Any], console: Console) -> None:
     for path, e in api["endpoints"].items():
         row(path, e, "uncached" in e)
         if "uncached" in e:
-            row(f"{path} (no-cache)", e["uncached"], True)
+            row("  no-cache", e["uncached"], True)
     console.print(table)
