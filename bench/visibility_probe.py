@@ -22,6 +22,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 import redis.asyncio
@@ -45,54 +46,61 @@ def _now_us() -> int:
     return time.time_ns() // 1_000
 
 
-async def probe_hot_keys(settings: Settings, keys: list[str], stop: asyncio.Event, seen: list[list[int]]) -> None:
-    cache = redis.asyncio.Redis.from_url(settings.cache_url)
-    last = [0] * len(keys)
-    try:
-        while not stop.is_set():
-            started = time.monotonic()
-            async with cache.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hget(key, "volume")
-                values = await pipe.execute()
-            now = _now_us()
-            for i, value in enumerate(values):
-                if value is not None and int(value) > last[i]:
-                    last[i] = int(value)
-                    seen.append([i, last[i], now])
-            await asyncio.sleep(max(0.0, HOT_PROBE_MS / 1000 - (time.monotonic() - started)))
-    finally:
-        await cache.aclose()
+class Prober:
+    """Both probes, each recording the changes it sees (``[index, value, seen at µs]``)."""
 
+    def __init__(self, settings: Settings, tenant: str, symbols: list[str]) -> None:
+        self.settings = settings
+        self.keys = [hot_key(tenant, BROKER, symbol) for symbol in symbols]
+        self.offsets_sql = stored_offsets_sql(tenant)
+        self.cache = redis.asyncio.Redis.from_url(settings.cache_url)
+        self.hot: list[list[int]] = []
+        self.clickhouse: list[list[int]] = []
+        self._stamps = [0] * len(self.keys)
+        self._offsets: dict[int, int] = {}
 
-async def probe_clickhouse(settings: Settings, tenant: str, stop: asyncio.Event, seen: list[list[int]]) -> None:
-    sql = stored_offsets_sql(tenant)
-    last: dict[int, int] = {}
-    while not stop.is_set():
-        started = time.monotonic()
-        lines = await asyncio.to_thread(worker_query, settings, sql) or []
+    async def hot_keys_once(self) -> None:
+        async with self.cache.pipeline(transaction=False) as pipe:
+            for key in self.keys:
+                pipe.hget(key, "volume")
+            values = await pipe.execute()
+        now = _now_us()
+        for i, value in enumerate(values):
+            if value is not None and int(value) > self._stamps[i]:
+                self._stamps[i] = int(value)
+                self.hot.append([i, self._stamps[i], now])
+
+    async def clickhouse_once(self) -> None:
+        lines = await asyncio.to_thread(worker_query, self.settings, self.offsets_sql) or []
         now = _now_us()
         for row in map(orjson.loads, lines):
             partition, offset = int(row["p"]), int(row["o"])
-            if offset > last.get(partition, -1):
-                last[partition] = offset
-                seen.append([partition, offset, now])
-        await asyncio.sleep(max(0.0, CH_PROBE_MS / 1000 - (time.monotonic() - started)))
+            if offset > self._offsets.get(partition, -1):
+                self._offsets[partition] = offset
+                self.clickhouse.append([partition, offset, now])
+
+
+async def every(period_ms: int, probe: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        started = time.monotonic()
+        await probe()
+        await asyncio.sleep(max(0.0, period_ms / 1000 - (time.monotonic() - started)))
 
 
 async def run(tenant: str, symbols: list[str]) -> dict[str, list[list[int]]]:
-    settings = get_settings()
+    prober = Prober(get_settings(), tenant, symbols)
     stop = asyncio.Event()
-    hot: list[list[int]] = []
-    clickhouse: list[list[int]] = []
-    keys = [hot_key(tenant, BROKER, symbol) for symbol in symbols]
-    probes = [asyncio.create_task(probe_hot_keys(settings, keys, stop, hot)),
-              asyncio.create_task(probe_clickhouse(settings, tenant, stop, clickhouse))]
+    loops = [asyncio.create_task(every(HOT_PROBE_MS, prober.hot_keys_once, stop)),
+             asyncio.create_task(every(CH_PROBE_MS, prober.clickhouse_once, stop))]
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)
     stop.set()
-    await asyncio.gather(*probes)
-    return {"hot_key": hot, "clickhouse": clickhouse}
+    await asyncio.gather(*loops)
+    # the bench stops the prober once it saw everything visible itself: one last look at both
+    await prober.hot_keys_once()
+    await prober.clickhouse_once()
+    await prober.cache.aclose()
+    return {"hot_key": prober.hot, "clickhouse": prober.clickhouse}
 
 
 def main() -> None:

@@ -73,6 +73,8 @@ class Checkpoint:
         self._offsets: dict[TopicPartition, int] = {}
         self._records = 0
         self._started = time.monotonic()
+        #: Checkpoints completed (sinks flushed, offsets if any committed): the version of what
+        #: this pipeline wrote, for readers that keep answers until it changes.
         self.commits = 0
 
     def mark(self, tp: TopicPartition, next_offset: int, records: int) -> None:
@@ -111,11 +113,10 @@ class Checkpoint:
             await self._flush(sink)
         offsets = self._offsets
         self._offsets, self._records, self._started = {}, 0, time.monotonic()
-        if not offsets:
-            return
-        await self._commit(offsets)
+        if offsets:
+            await self._commit(offsets)
+            COMMIT_SECONDS.observe(time.perf_counter() - started)
         self.commits += 1
-        COMMIT_SECONDS.observe(time.perf_counter() - started)
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop uncommitted offsets of revoked partitions (they will be redelivered)."""

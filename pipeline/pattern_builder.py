@@ -22,14 +22,29 @@ from pipeline.sinks.base import Sink
 from pipeline.timeframes import Timeframe
 from pipeline.vectors.base import Pattern, PatternKey, VectorStore
 
+# Per series: every bar from ``lo`` to ``hi``, and the ``before`` bars just before ``lo`` (however far back
+# they lie: bars after a gap are still consecutive bars of the window), oldest first.
 HISTORY_SQL = """
-SELECT tenant, broker, symbol, toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms,
-       high, low, close, spread_avg
-FROM {db}.candles FINAL
-WHERE timeframe = {tf:String} AND (tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}
-  AND start <= fromUnixTimestamp64Milli({hi:Int64})
-ORDER BY tenant, broker, symbol, start DESC
-LIMIT {n:UInt32} BY tenant, broker, symbol
+SELECT tenant, broker, symbol, start_ms, end_ms, high, low, close, spread_avg
+FROM (
+    SELECT tenant, broker, symbol, toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms,
+           high, low, close, spread_avg
+    FROM {db}.candles FINAL
+    WHERE timeframe = {tf:String} AND (tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}
+      AND start >= fromUnixTimestamp64Milli({lo:Int64}) AND start <= fromUnixTimestamp64Milli({hi:Int64})
+    UNION ALL
+    SELECT tenant, broker, symbol, start_ms, end_ms, high, low, close, spread_avg
+    FROM (
+        SELECT tenant, broker, symbol, toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms,
+               high, low, close, spread_avg
+        FROM {db}.candles FINAL
+        WHERE timeframe = {tf:String} AND (tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}
+          AND start < fromUnixTimestamp64Milli({lo:Int64})
+        ORDER BY tenant, broker, symbol, start DESC
+        LIMIT {before:UInt32} BY tenant, broker, symbol
+    )
+)
+ORDER BY tenant, broker, symbol, start_ms
 """
 
 Series = tuple[str, str, str]
@@ -73,18 +88,19 @@ class PatternBuilder(Sink):
         self._pending.clear()
 
     async def _history(self, timeframe: str, groups: dict[Series, set[int]]) -> dict[Series, list[tuple]]:
-        """Per series, its bars up to (and ``WINDOW_BARS`` past) the latest pending one, oldest first."""
+        """Per series, oldest first: every bar from the earliest pending one to ``WINDOW_BARS`` bar lengths
+        past the latest, and the ``WINDOW_BARS + horizon`` bars before the earliest (for the windows that
+        end at it and the forward returns that end there), however many bars close at once."""
         tf = self._timeframes[timeframe]
+        lo = min(min(starts) for starts in groups.values())
         hi = max(max(starts) for starts in groups.values()) + WINDOW_BARS * tf.ms
         _, rows = await self._store.query(
             HISTORY_SQL.replace("{db}", self._store.database),
-            {"tf": timeframe, "series": sorted(groups), "hi": hi, "n": 2 * (WINDOW_BARS + 1) + self._horizon},
+            {"tf": timeframe, "series": sorted(groups), "lo": lo, "hi": hi, "before": WINDOW_BARS + self._horizon},
         )
         history: dict[Series, list[tuple]] = defaultdict(list)
         for row in rows:
             history[row[0], row[1], row[2]].append(row[3:])
-        for bars in history.values():
-            bars.reverse()
         return history
 
     def _derive(self, timeframe: str, series: Series, bars: list[tuple], starts: set[int],

@@ -166,3 +166,37 @@ def test_signal_stored_once_enriched_once_with_cached_price(stack_settings, deri
                        timeout_s=30, what="the strategy edge")
     assert [(e.strategy, e.signals, e.last_action) for e in edges] == [("meanrev", 2, "sell")]
     assert edges[0].mean_confidence == pytest.approx(0.6)
+
+
+def test_every_window_gets_its_pattern_when_many_bars_close_at_once(stack_settings, worker_factory, tenant):
+    """A backlog (catching up, a replay) closes a long run of bars of one series in one checkpoint: every
+    window of 33 bars still gets its pattern, and every window ``horizon`` bars before the end its forward return."""
+    bars, horizon = 120, 3
+    rng = random.Random(11)
+    ticks = []
+    for symbol, start in (("LONGA", 1.1), ("LONGB", 90.0)):
+        price = start
+        for minute in range(bars):
+            price *= math.exp(rng.gauss(0, 1e-3))
+            for offset in (1_000, 59_000):
+                ticks.append(dict(tenant=tenant, broker="demo", symbol=symbol, time_msc=T0 + minute * MINUTE + offset,
+                                  bid=round(price, 6), ask=round(price * 1.00002, 6), flags=6))
+        ticks.append(dict(tenant=tenant, broker="demo", symbol=symbol, time_msc=T0 + bars * MINUTE + 500,
+                          bid=round(price, 6), ask=round(price * 1.00002, 6), flags=6))
+    asyncio.run(produce(stack_settings, ticks))  # before the worker starts: a backlog
+    worker = worker_factory(candle_timeframes="1m", pattern_horizon_bars=horizon)
+    wait_until(lambda: count(worker, f"SELECT count() FROM tickwire.candles FINAL WHERE tenant = '{tenant}'") == 2 * bars,
+               timeout_s=120, what="every bar")
+    windows = 2 * (bars - 32)
+    wait_until(lambda: asyncio.run(pattern_counts(stack_settings, tenant)) == (windows, windows - 2 * horizon),
+               timeout_s=60, what="a pattern for every window and a forward return for every window but the last 3")
+
+
+async def pattern_counts(settings, tenant: str) -> tuple[int, int]:
+    connection = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        row = await connection.fetchrow(
+            "SELECT count(*) AS n, count(forward_return) AS f FROM patterns WHERE tenant = $1", tenant)
+        return row["n"], row["f"]
+    finally:
+        await connection.close()
