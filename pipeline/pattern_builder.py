@@ -25,24 +25,18 @@ from pipeline.vectors.base import Pattern, PatternKey, VectorStore
 # Per series: every bar from ``lo`` to ``hi``, and the ``before`` bars just before ``lo`` (however far back
 # they lie: bars after a gap are still consecutive bars of the window), oldest first.
 HISTORY_SQL = """
-SELECT tenant, broker, symbol, start_ms, end_ms, high, low, close, spread_avg
-FROM (
+WITH bars AS (
     SELECT tenant, broker, symbol, toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms,
            high, low, close, spread_avg
     FROM {db}.candles FINAL
     WHERE timeframe = {tf:String} AND (tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}
-      AND start >= fromUnixTimestamp64Milli({lo:Int64}) AND start <= fromUnixTimestamp64Milli({hi:Int64})
+      AND start <= fromUnixTimestamp64Milli({hi:Int64})
+)
+SELECT * FROM (
+    SELECT * FROM bars WHERE start_ms >= {lo:Int64}
     UNION ALL
-    SELECT tenant, broker, symbol, start_ms, end_ms, high, low, close, spread_avg
-    FROM (
-        SELECT tenant, broker, symbol, toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms,
-               high, low, close, spread_avg
-        FROM {db}.candles FINAL
-        WHERE timeframe = {tf:String} AND (tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}
-          AND start < fromUnixTimestamp64Milli({lo:Int64})
-        ORDER BY tenant, broker, symbol, start DESC
-        LIMIT {before:UInt32} BY tenant, broker, symbol
-    )
+    SELECT * FROM (SELECT * FROM bars WHERE start_ms < {lo:Int64}
+                   ORDER BY tenant, broker, symbol, start_ms DESC LIMIT {before:UInt32} BY tenant, broker, symbol)
 )
 ORDER BY tenant, broker, symbol, start_ms
 """

@@ -68,6 +68,19 @@ class _Decoded:
     decoded: DecodedBatch
     next_offset: int
 
+    @property
+    def records(self) -> int:
+        return len(self.decoded.valid) + len(self.decoded.rejected)
+
+    async def deliver(self, channels: list[faust.ChannelT]) -> RecordBatch:
+        """Send the valid records to ``channels`` as one batch; its ``done`` resolves once every agent took it."""
+        batch = RecordBatch(self.tp.topic, self.tp.partition, self.decoded.valid, self.next_offset)
+        channels = channels if self.decoded.valid else []
+        batch.expect(len(channels))
+        for channel in channels:
+            await channel.send(value=batch)
+        return batch
+
 
 class BatchSource(Service):
     def __init__(self, app: faust.App, settings: Settings, connections: Connections, sinks: SinkSet,
@@ -86,7 +99,6 @@ class BatchSource(Service):
         self._task: asyncio.Task | None = None
         self._inflight: asyncio.Task | None = None  # the running checkpoint, if any
         self._held: list[_Decoded] = []  # decoded while a checkpoint ran, not yet handed to the agents
-        self._held_records = 0
         self.consumer: AIOKafkaConsumer | None = None
         self.checkpoint: Checkpoint | None = None
         #: True once the stores are connected and the consumer runs.
@@ -191,18 +203,16 @@ class BatchSource(Service):
             BATCH_SIZE.labels(tp.topic).observe(len(records))
             item = _Decoded(tp, self._decoders[tp.topic].decode(records), records[-1].offset + 1)
             self._held.append(item)
-            self._held_records += len(records)
-            channels = self._eager_routes.get(tp.topic, []) if item.decoded.valid else []
-            if channels:
-                batch = RecordBatch(tp.topic, tp.partition, item.decoded.valid, item.next_offset)
-                batch.expect(len(channels))
-                for channel in channels:
-                    await channel.send(value=batch)
-                eager.append(batch)
+            if tp.topic in self._eager_routes:
+                eager.append(await item.deliver(self._eager_routes[tp.topic]))
+        for batch in eager:
+            await batch.done
         if eager:
-            for batch in eager:
-                await batch.done
             await self.checkpoint.flush_eager()
+
+    @property
+    def _held_records(self) -> int:
+        return sum(item.records for item in self._held)
 
     async def _hand_off_held(self) -> None:
         """Dead-letter the rejects, hand every held batch to its (non-eager) agents, wait until they
@@ -210,19 +220,14 @@ class BatchSource(Service):
         assert self.checkpoint is not None
         if not self._held:
             return
-        held, self._held, self._held_records = self._held, [], 0
+        held, self._held = self._held, []
         batches = []
         for item in held:
             for rejected in item.decoded.rejected:
                 key, value = dead_letter(rejected)
                 await self.publisher.add(DLQ_TOPIC, key, value)
                 DLQ_RECORDS.labels(rejected.reason).inc()
-            batch = RecordBatch(item.tp.topic, item.tp.partition, item.decoded.valid, item.next_offset)
-            channels = self._routes.get(item.tp.topic, []) if item.decoded.valid else []
-            batch.expect(len(channels))
-            for channel in channels:
-                await channel.send(value=batch)
-            batches.append(batch)
+            batches.append(await item.deliver(self._routes.get(item.tp.topic, [])))
         for batch in batches:
             await batch.done
             tp = TopicPartition(batch.topic, batch.partition)
@@ -266,9 +271,7 @@ class BatchSource(Service):
     async def checkpoint_before_revoke(self, revoked: set[TopicPartition]) -> None:
         if self.checkpoint is None:
             return
-        dropped = [item for item in self._held if item.tp in revoked]
         self._held = [item for item in self._held if item.tp not in revoked]
-        self._held_records -= sum(len(item.decoded.valid) + len(item.decoded.rejected) for item in dropped)
         try:
             async with asyncio.timeout(self.settings.shutdown_timeout_s):
                 async with self._lock:
