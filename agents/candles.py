@@ -1,18 +1,18 @@
 """Candle agent: decoded tick batches -> which bars closed or were amended.
 
 The bars themselves are computed from the stored ticks by the candle builder
-sink at the next checkpoint (see pipeline.candle_builder), then stored in
+sink at the next checkpoint (see pipeline.derive.candles), then stored in
 ClickHouse ``candles``, published to ``candles.v1`` and handed to the pattern
 and correlation agents.
 """
 
 from __future__ import annotations
 
-from pipeline.app import app, sinks, source
-from pipeline.batch import RecordBatch
-from pipeline.processing import track_bars
-from pipeline.producer import TICKS_TOPIC
-from pipeline.schemas import Tick
+from pipeline.contracts.schemas import Tick
+from pipeline.core.batch import RecordBatch
+from pipeline.ingest.producer import TICKS_TOPIC
+from pipeline.runtime.app import app, sinks, source
+from pipeline.runtime.processing import track_bars
 
 
 @app.agent(source.route(TICKS_TOPIC, Tick))

@@ -1,18 +1,18 @@
 """Graph agents: closed bars -> symbol correlation edges; signals -> strategy→symbol edges.
 
-Both only queue work; the builders (pipeline.correlation_builder,
-pipeline.strategy_edges) derive the edges from stored data at the checkpoint
+Both only queue work; the builders (pipeline.derive.correlations,
+pipeline.derive.strategy_edges) derive the edges from stored data at the checkpoint
 and upsert them into the graph role.
 """
 
 from __future__ import annotations
 
-from pipeline.app import app, sinks, source
-from pipeline.batch import RecordBatch
-from pipeline.candle_builder import BarBatch
-from pipeline.processing import queue_strategy_edges
-from pipeline.producer import SIGNALS_TOPIC
-from pipeline.schemas import Signal
+from pipeline.contracts.schemas import Signal
+from pipeline.core.batch import RecordBatch
+from pipeline.derive.candles import BarBatch
+from pipeline.ingest.producer import SIGNALS_TOPIC
+from pipeline.runtime.app import app, sinks, source
+from pipeline.runtime.processing import queue_strategy_edges
 
 
 @app.agent(sinks.candles.bar_channel(app))

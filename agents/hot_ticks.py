@@ -2,17 +2,17 @@
 
 An eager route: it gets each batch as soon as the source decoded it, even while
 a checkpoint flushes the other sinks, and the source writes the hot keys right
-after (see pipeline.source), so a hot key's freshness does not depend on the
+after (see pipeline.runtime.source), so a hot key's freshness does not depend on the
 checkpoint's pace. The checkpoint still flushes the cache before it commits.
 """
 
 from __future__ import annotations
 
-from pipeline.app import app, sinks, source
-from pipeline.batch import RecordBatch
-from pipeline.processing import offer_hot_ticks
-from pipeline.producer import TICKS_TOPIC
-from pipeline.schemas import Tick
+from pipeline.contracts.schemas import Tick
+from pipeline.core.batch import RecordBatch
+from pipeline.ingest.producer import TICKS_TOPIC
+from pipeline.runtime.app import app, sinks, source
+from pipeline.runtime.processing import offer_hot_ticks
 
 
 @app.agent(source.route(TICKS_TOPIC, Tick, eager=True))

@@ -1,13 +1,13 @@
 """Pattern agent: closed bars -> pattern embeddings and forward returns in the vector role.
 
 Receives each checkpoint's bars from the candle builder; the pattern builder
-sink (pipeline.pattern_builder) embeds and upserts them in the same checkpoint.
+sink (pipeline.derive.patterns) embeds and upserts them in the same checkpoint.
 """
 
 from __future__ import annotations
 
-from pipeline.app import app, sinks
-from pipeline.candle_builder import BarBatch
+from pipeline.derive.candles import BarBatch
+from pipeline.runtime.app import app, sinks
 
 
 @app.agent(sinks.candles.bar_channel(app))

@@ -2,16 +2,16 @@
 
 Rows go to ``tickwire.signals`` (one row per (tenant, id)); the enricher sink
 publishes each signal once to ``signals.enriched.v1`` with the cached market
-and similar past patterns (see pipeline.signal_enricher).
+and similar past patterns (see pipeline.derive.enrichment).
 """
 
 from __future__ import annotations
 
-from pipeline.app import app, sinks, source
-from pipeline.batch import RecordBatch
-from pipeline.processing import store_signals
-from pipeline.producer import SIGNALS_TOPIC
-from pipeline.schemas import Signal
+from pipeline.contracts.schemas import Signal
+from pipeline.core.batch import RecordBatch
+from pipeline.ingest.producer import SIGNALS_TOPIC
+from pipeline.runtime.app import app, sinks, source
+from pipeline.runtime.processing import store_signals
 
 
 @app.agent(source.route(SIGNALS_TOPIC, Signal))

@@ -6,11 +6,11 @@ source (rejects went to the DLQ there).
 
 from __future__ import annotations
 
-from pipeline.app import app, sinks, source
-from pipeline.batch import RecordBatch
-from pipeline.processing import store_ticks
-from pipeline.producer import TICKS_TOPIC
-from pipeline.schemas import Tick
+from pipeline.contracts.schemas import Tick
+from pipeline.core.batch import RecordBatch
+from pipeline.ingest.producer import TICKS_TOPIC
+from pipeline.runtime.app import app, sinks, source
+from pipeline.runtime.processing import store_ticks
 
 
 @app.agent(source.route(TICKS_TOPIC, Tick))

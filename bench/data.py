@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from pipeline.producer import encode_signal
-from pipeline.simulator import STRATEGIES, SYMBOLS, spec_of
+from pipeline.ingest.producer import encode_signal
+from pipeline.ingest.simulator import STRATEGIES, SYMBOLS, spec_of
 
 TENANTS = ("bench-tenant-a", "bench-tenant-b", "bench-tenant-c")
 BROKER = "bench-broker-01"

@@ -32,12 +32,12 @@ from bench.stack import BenchStack
 from bench.stats import rate_summary
 from bench.worker_run import stored_rows, time_backlog
 from pipeline.config import Settings
-from pipeline.graph.falkordb import GRAPH_PREFIX
-from pipeline.producer import SIGNALS_TOPIC, TICKS_TOPIC
-from pipeline.signal_enricher import ENRICHED_TOPIC
-from pipeline.sql_client import worker_query
-from pipeline.topic_scan import count_records
-from pipeline.worker_process import WorkerProcess
+from pipeline.derive.enrichment import ENRICHED_TOPIC
+from pipeline.devstack.worker_process import WorkerProcess
+from pipeline.ingest.producer import SIGNALS_TOPIC, TICKS_TOPIC
+from pipeline.ops.sql_client import worker_query
+from pipeline.ops.topic_scan import count_records
+from pipeline.stores.graph.falkordb import GRAPH_PREFIX
 
 PARTITIONS = 12
 TIMEOUT_S = 1800.0

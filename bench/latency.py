@@ -3,7 +3,7 @@
 A worker with default settings runs on empty topics. The bench produces live
 ticks (wall-clock times, so 1m bars close during the run and derived streams
 do their work) of one tenant's 50 symbols at ``rate`` ticks/s for ``seconds``
-with tickwire's producer settings (``pipeline.connections.make_producer``:
+with tickwire's producer settings (``pipeline.stores.connections.make_producer``:
 acks=all, linger 5 ms), after a short warm-up that is not measured. Each tick
 carries its send time in µs in its ``volume`` field (``time_msc`` is the same
 time in ms); the send time is taken just before ``send()``.
@@ -18,7 +18,7 @@ reads what a client would:
   tick's latency is the probe's answer time minus its send time.
 - ClickHouse: every 100 ms the highest stored source offset per partition,
   asked through the worker's ``/internal/sql`` route
-  (``pipeline.sql_client.worker_query``). A checkpoint inserts a contiguous
+  (``pipeline.ops.sql_client.worker_query``). A checkpoint inserts a contiguous
   range of each partition, so every tick at or below that offset is visible;
   the producer learns each tick's partition and offset from its delivery.
 
@@ -57,11 +57,11 @@ from bench.stats import latency_summary
 from bench.visibility_probe import CH_PROBE_MS, HOT_PROBE_MS, stored_offsets_sql
 from bench.worker_metrics import checkpoint_stats
 from pipeline.config import Settings
-from pipeline.connections import make_producer
-from pipeline.producer import TICKS_TOPIC
-from pipeline.simulator import spec_of
+from pipeline.ingest.producer import TICKS_TOPIC
+from pipeline.ingest.simulator import spec_of
+from pipeline.ops.sql_client import worker_query
 from pipeline.sinks.hotcache import hot_key
-from pipeline.sql_client import worker_query
+from pipeline.stores.connections import make_producer
 
 TENANT = "bench-latency"
 WARMUP_S = 3.0

@@ -41,7 +41,7 @@ from bench.progress import Reporter
 from bench.report import print_tables, targets, write_json
 from bench.stack import BenchStack
 from pipeline.config import Settings
-from pipeline.worker_process import WorkerProcess
+from pipeline.devstack.worker_process import WorkerProcess
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: The phases of a run, in the order they run.

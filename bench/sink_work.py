@@ -1,7 +1,7 @@
 """The sink work every ingest contender does, written once so all do exactly the same.
 
 - ClickHouse: the rows go into ``tickwire.ticks`` created by tickwire's own DDL
-  (``pipeline.analytics_tables``: ReplacingMergeTree, the same 13 columns, the
+  (``pipeline.stores.analytics_tables``: ReplacingMergeTree, the same 13 columns, the
   same types) in a fresh chDB directory, as one column-oriented insert.
 - Cache: the newest tick per key is written to its hot key with tickwire's own
   newest-wins Lua script (``pipeline.sinks.hotcache.NEWEST_WINS``), 500 keys
@@ -21,8 +21,8 @@ import redis
 import redis.asyncio
 from clickhouse_connect.driver.client import Client
 
-from pipeline.analytics_tables import TICKS_COLUMNS, migrations
 from pipeline.sinks.hotcache import KEYS_PER_CALL, NEWEST_WINS, hot_key
+from pipeline.stores.analytics_tables import TICKS_COLUMNS, migrations
 
 DATABASE = "tickwire"
 HOT_KEY_TTL_MS = 86_400_000

@@ -23,10 +23,10 @@ from pathlib import Path
 import asyncpg
 import redis
 
-from pipeline import stack
-from pipeline.catalog import apply_catalog, load_catalog
+from pipeline import devstack as stack
 from pipeline.config import Settings, load_settings
-from pipeline.worker_process import WorkerProcess, settings_env
+from pipeline.contracts.catalog import apply_catalog, load_catalog
+from pipeline.devstack.worker_process import WorkerProcess, settings_env
 
 
 def free_port() -> int:
@@ -124,7 +124,7 @@ class BenchStack:
         return {**os.environ, **settings_env(settings)}
 
     def worker(self, settings: Settings) -> WorkerProcess:
-        """A tickwire worker (``pipeline.worker_process.WorkerProcess``) on ``settings``, not started; stopped by ``close``."""
+        """A tickwire worker (``pipeline.devstack.worker_process.WorkerProcess``) on ``settings``, not started; stopped by ``close``."""
         worker = WorkerProcess(settings, settings.state_dir.parent / "worker.log")
         self.workers.append(worker)
         return worker

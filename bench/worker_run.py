@@ -1,4 +1,4 @@
-"""Timing a real tickwire worker (``pipeline.worker_process.WorkerProcess``) through a preloaded backlog.
+"""Timing a real tickwire worker (``pipeline.devstack.worker_process.WorkerProcess``) through a preloaded backlog.
 
 The worker runs as ``tickwire worker`` does, in its own process, with a fresh
 consumer group, chDB directory and state directory. From the outside, the
@@ -32,8 +32,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.profile import Profiler
 from pipeline.config import Settings
-from pipeline.sql_client import worker_query
-from pipeline.worker_process import WorkerProcess
+from pipeline.devstack.worker_process import WorkerProcess
+from pipeline.ops.sql_client import worker_query
 
 POLL_S = 0.02
 _ASSIGNED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[INFO\] assigned \d+ partitions", re.M)

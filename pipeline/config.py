@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.timeframes import Timeframe
+from pipeline.contracts.timeframes import Timeframe
 
 ENV_PREFIX = "TICKWIRE_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

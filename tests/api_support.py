@@ -28,8 +28,8 @@ from pipeline.api.keys import IssuedKey, create_key
 from pipeline.api.migrations import open_pool
 from pipeline.api.tenants import add_tenant
 from pipeline.config import Settings, load_settings
-from pipeline.producer import MT5Producer
-from pipeline.worker_process import WorkerProcess
+from pipeline.devstack.worker_process import WorkerProcess
+from pipeline.ingest.producer import MT5Producer
 from tests.waiting import wait_until
 
 T0 = 1_763_899_200_000

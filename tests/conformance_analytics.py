@@ -1,10 +1,10 @@
-"""The analytics role's conformance suite: :class:`~pipeline.analytics.AnalyticsStore` on every reachable ClickHouse.
+"""The analytics role's conformance suite: :class:`~pipeline.stores.analytics.AnalyticsStore` on every reachable ClickHouse.
 
 Backends: chDB (in this process: the only chDB engine the test process opens,
 one engine per process) always; a ClickHouse server over HTTP when
 ``TICKWIRE_TEST_CLICKHOUSE_URL`` is ``http(s)://user:password@host:8123``
 (skipped with that reason otherwise). Each run migrates a database of its own
-(dropped at the end on a server), so the DDL of ``pipeline/analytics_tables.py``
+(dropped at the end on a server), so the DDL of ``pipeline/stores/analytics_tables.py``
 is executed on each backend exactly as the worker executes it.
 
 What it pins down: the migrations are idempotent, every table keeps one
@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from pipeline.analytics import AnalyticsStore
-from pipeline.analytics_tables import CANDLES_COLUMNS, SIGNALS_COLUMNS, TICKS_COLUMNS
 from pipeline.config import load_settings
+from pipeline.stores.analytics import AnalyticsStore
+from pipeline.stores.analytics_tables import CANDLES_COLUMNS, SIGNALS_COLUMNS, TICKS_COLUMNS
 
 SERVER_URL = os.environ.get("TICKWIRE_TEST_CLICKHOUSE_URL")
 DATABASE = "tw_conformance_" + uuid.uuid4().hex[:8]

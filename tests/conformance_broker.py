@@ -23,9 +23,9 @@ from collections import defaultdict
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pipeline.catalog import Catalog, TopicSpec, apply_catalog
 from pipeline.config import load_settings
-from pipeline.connections import make_producer
+from pipeline.contracts.catalog import Catalog, TopicSpec, apply_catalog
+from pipeline.stores.connections import make_producer
 
 REDPANDA_URL = os.environ.get("TICKWIRE_TEST_REDPANDA_URL")
 DEADLINE_S = 30

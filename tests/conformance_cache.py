@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as redis
 
-from pipeline.signal_enricher import PublishedMarkers
+from pipeline.derive.enrichment import PublishedMarkers
 from pipeline.sinks.hotcache import KEYS_PER_CALL, HotTickCache, hot_key
 
 DRAGONFLY_URL = os.environ.get("TICKWIRE_TEST_DRAGONFLY_URL")

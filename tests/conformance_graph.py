@@ -1,4 +1,4 @@
-"""The graph role's conformance suite: the :class:`~pipeline.graph.base.GraphStore` contract, written once.
+"""The graph role's conformance suite: the :class:`~pipeline.stores.graph.base.GraphStore` contract, written once.
 
 A backend's test class subclasses :class:`GraphStoreConformance` and
 provides two fixtures:
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pipeline.graph import CorrelationEdge, GraphStore, Neighbor, StrategyEdge
+from pipeline.stores.graph import CorrelationEdge, GraphStore, Neighbor, StrategyEdge
 
 
 def corr(

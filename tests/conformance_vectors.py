@@ -1,4 +1,4 @@
-"""The vector role's conformance suite: the :class:`~pipeline.vectors.base.VectorStore` contract, written once.
+"""The vector role's conformance suite: the :class:`~pipeline.stores.vectors.base.VectorStore` contract, written once.
 
 A backend's test class subclasses :class:`VectorStoreConformance` and
 provides two fixtures:
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from pipeline.vectors import MAX_K, Pattern, PatternKey, VectorStore
+from pipeline.stores.vectors import MAX_K, Pattern, PatternKey, VectorStore
 
 DIM = 16
 

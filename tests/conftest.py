@@ -18,10 +18,10 @@ from typing import Iterator
 
 import pytest
 
-from pipeline import stack
-from pipeline.catalog import apply_catalog, load_catalog
+from pipeline import devstack as stack
 from pipeline.config import Settings, load_settings
-from pipeline.worker_process import WorkerProcess
+from pipeline.contracts.catalog import apply_catalog, load_catalog
+from pipeline.devstack.worker_process import WorkerProcess
 
 
 def _free_port() -> int:

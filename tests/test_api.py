@@ -14,10 +14,10 @@ from pgvector.asyncpg import register_vector
 
 from pipeline.api.app import document_bytes
 from pipeline.config import Settings
-from pipeline.embedding import DIMENSION
-from pipeline.graph.falkordb import FalkorGraphStore
-from pipeline.sql_client import worker_query
-from pipeline.vectors.pgvector import PgVectorStore
+from pipeline.derive.embedding import DIMENSION
+from pipeline.ops.sql_client import worker_query
+from pipeline.stores.graph.falkordb import FalkorGraphStore
+from pipeline.stores.vectors.pgvector import PgVectorStore
 from tests.api_support import BARS, MINUTE, SYMBOLS, T0, ApiClient, World, api_world
 
 pytestmark = pytest.mark.stack

@@ -25,7 +25,7 @@ from pipeline.api.auth import Authenticator, Principal
 from pipeline.api.errors import ApiError
 from pipeline.api.hot_reads import HotKeyReader
 from pipeline.config import Settings
-from pipeline.worker_process import WorkerProcess
+from pipeline.devstack.worker_process import WorkerProcess
 from tests.api_support import ApiClient, free_port, issue_key, produce_ticks, start_api_worker
 from tests.test_api_units import FakePool
 from tests.waiting import wait_until

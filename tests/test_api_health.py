@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from pipeline import stack
+from pipeline import devstack as stack
 from pipeline.api.health import DEPENDENCIES, PROBE_TIMEOUT_S
 from pipeline.config import Settings
-from pipeline.stack.probes import redis_ping
+from pipeline.devstack.probes import redis_ping
 from tests.api_support import ApiClient, start_api_worker
 from tests.waiting import wait_until
 

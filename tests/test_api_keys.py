@@ -17,7 +17,7 @@ from pipeline.api.auth import KEY_CACHE_TTL_S
 from pipeline.api.keys import split_key
 from pipeline.api.migrations import MIGRATIONS, migrate
 from pipeline.config import Settings
-from pipeline.worker_process import settings_env
+from pipeline.devstack.worker_process import settings_env
 from tests.api_support import ApiClient, issue_key, start_api_worker
 from tests.waiting import wait_until
 

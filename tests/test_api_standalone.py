@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from pipeline.config import Settings
-from pipeline.worker_process import settings_env
+from pipeline.devstack.worker_process import settings_env
 from tests.api_support import ApiClient, free_port, issue_key, produce_ticks, series_ticks, start_api_worker
 from tests.waiting import wait_until
 

@@ -27,8 +27,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from pipeline.config import load_settings
-from pipeline.graph import CorrelationEdge, Neighbor, StrategyEdge
-from pipeline.graph.arangodb import (
+from pipeline.stores.graph import CorrelationEdge, Neighbor, StrategyEdge
+from pipeline.stores.graph.arangodb import (
     CORRELATIONS_OF,
     INSERT_VERTICES,
     NEXT_LEVEL,
@@ -358,7 +358,7 @@ def test_settings_build_the_store() -> None:
 
 def test_roles_pick_arangodb_and_refuse_a_redis_url() -> None:
     from pipeline.config import SettingsError
-    from pipeline.roles import make_graph_store
+    from pipeline.stores.roles import make_graph_store
 
     assert isinstance(make_graph_store(load_settings(graph_backend="arangodb", graph_url="http://arangodb:8529")),
                       ArangoGraphStore)

@@ -12,8 +12,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from pipeline.producer import encode_tick
-from pipeline.sql_client import worker_query
+from pipeline.ingest.producer import encode_tick
+from pipeline.ops.sql_client import worker_query
 from tests.test_ticks_pipeline import produce
 from tests.topic_reader import read_topic
 from tests.waiting import wait_until

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.catalog import CatalogError, apply_catalog, load_catalog
+from pipeline.contracts.catalog import CatalogError, apply_catalog, load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -149,7 +149,7 @@ def test_commands_match_the_procfile_and_the_image() -> None:
 def test_procfile_commands_exist() -> None:
     from click.testing import CliRunner
 
-    from pipeline.cli import cli
+    from pipeline.cli.main import cli
 
     for command in procfile().values():
         args = shlex.split(command)

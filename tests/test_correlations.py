@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.correlation_builder import pairwise_correlations
+from pipeline.derive.correlations import pairwise_correlations
 
 
 def reference(returns: dict[str, dict[int, float]], min_samples: int) -> dict[tuple[str, str], tuple[float, int]]:

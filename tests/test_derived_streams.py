@@ -16,11 +16,11 @@ import redis
 from pgvector.asyncpg import register_vector
 from referencing import Registry, Resource
 
-from pipeline.embedding import DIMENSION
-from pipeline.graph.falkordb import FalkorGraphStore
-from pipeline.producer import MT5Producer
-from pipeline.sql_client import worker_query
-from pipeline.vectors.pgvector import PgVectorStore
+from pipeline.derive.embedding import DIMENSION
+from pipeline.ingest.producer import MT5Producer
+from pipeline.ops.sql_client import worker_query
+from pipeline.stores.graph.falkordb import FalkorGraphStore
+from pipeline.stores.vectors.pgvector import PgVectorStore
 from tests.topic_reader import read_topic
 from tests.waiting import wait_until
 

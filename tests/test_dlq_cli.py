@@ -10,9 +10,9 @@ import sys
 import orjson
 import pytest
 
-from pipeline.producer import encode_tick
-from pipeline.sql_client import worker_query
-from pipeline.worker_process import settings_env
+from pipeline.devstack.worker_process import settings_env
+from pipeline.ingest.producer import encode_tick
+from pipeline.ops.sql_client import worker_query
 from tests.test_ticks_pipeline import produce
 from tests.waiting import wait_until
 

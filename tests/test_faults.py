@@ -25,9 +25,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pipeline import stack
-from pipeline.producer import TICKS_TOPIC, MT5Producer, encode_tick
-from pipeline.sql_client import worker_query
+from pipeline import devstack as stack
+from pipeline.ingest.producer import TICKS_TOPIC, MT5Producer, encode_tick
+from pipeline.ops.sql_client import worker_query
 from tests.test_ticks_pipeline import make_ticks, newest_per_key, produce
 from tests.topic_reader import read_topic
 from tests.waiting import wait_until
@@ -252,7 +252,7 @@ def expected_valid(value: bytes) -> bool:
 
 
 def identity(value: bytes) -> tuple:
-    """What deduplicates a stored tick (see pipeline.analytics_tables)."""
+    """What deduplicates a stored tick (see pipeline.stores.analytics_tables)."""
     d = json.loads(value)
     return (d["broker"], d["symbol"], int(d["time_msc"]), d["bid"], d["ask"], d.get("last", 0), d.get("volume", 0),
             d.get("volume_real", 0), d.get("flags", 0))

@@ -22,8 +22,8 @@ import redis.exceptions
 from falkordb import FalkorDB
 
 from pipeline.config import Settings
-from pipeline.graph import CorrelationEdge, GraphStore, StrategyEdge
-from pipeline.graph.falkordb import FalkorGraphStore, graph_name
+from pipeline.stores.graph import CorrelationEdge, GraphStore, StrategyEdge
+from pipeline.stores.graph.falkordb import FalkorGraphStore, graph_name
 from tests.conformance_graph import GRAPH, M5, NASTY, GraphStoreConformance, corr
 
 # FalkorDB ---------------------------------------------------------------------
@@ -50,7 +50,7 @@ ARANGO_DATABASE = "tw_test_" + uuid.uuid4().hex[:8]
 
 
 def arango_store() -> GraphStore:
-    from pipeline.graph.arangodb import ArangoGraphStore
+    from pipeline.stores.graph.arangodb import ArangoGraphStore
 
     assert ARANGO_URL is not None
     return ArangoGraphStore(ARANGO_URL, database=ARANGO_DATABASE,

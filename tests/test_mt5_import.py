@@ -10,8 +10,10 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
+from pipeline.cli.produce import import_mt5 as import_mt5_command
 from pipeline.config import Settings, load_settings
-from pipeline.mt5_import import (
+from pipeline.contracts.schemas import TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_LAST, TICK_FLAG_VOLUME, Tick
+from pipeline.ingest.mt5_import import (
     ImportProgress,
     MT5FileError,
     SkippedLine,
@@ -20,9 +22,7 @@ from pipeline.mt5_import import (
     import_mt5,
     read_mt5_ticks,
 )
-from pipeline.produce_cli import import_mt5 as import_mt5_command
-from pipeline.producer import TICKS_TOPIC, MT5Producer
-from pipeline.schemas import TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_LAST, TICK_FLAG_VOLUME, Tick
+from pipeline.ingest.producer import TICKS_TOPIC, MT5Producer
 from tests.topic_reader import read_topic
 
 HEADER = "<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>"

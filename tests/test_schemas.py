@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.codec import BatchDecoder
-from pipeline.schemas import SCHEMA_TYPES, Signal, Tick
+from pipeline.contracts.schemas import SCHEMA_TYPES, Signal, Tick
+from pipeline.core.codec import BatchDecoder
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 

@@ -11,9 +11,8 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from pipeline.produce_cli import simulate
-from pipeline.producer import SIGNALS_TOPIC, TICKS_TOPIC, MT5Producer, encode_signal, encode_tick
-from pipeline.schemas import (
+from pipeline.cli.produce import simulate
+from pipeline.contracts.schemas import (
     TICK_FLAG_ASK,
     TICK_FLAG_BID,
     TICK_FLAG_BUY,
@@ -23,7 +22,8 @@ from pipeline.schemas import (
     Signal,
     Tick,
 )
-from pipeline.simulator import (
+from pipeline.ingest.producer import SIGNALS_TOPIC, TICKS_TOPIC, MT5Producer, encode_signal, encode_tick
+from pipeline.ingest.simulator import (
     DEFAULT_SPEC,
     SYMBOLS,
     Market,

@@ -10,8 +10,8 @@ import sys
 import orjson
 import pytest
 
-from pipeline.sql_client import SqlError, run_sql, worker_query
-from pipeline.worker_process import settings_env
+from pipeline.devstack.worker_process import settings_env
+from pipeline.ops.sql_client import SqlError, run_sql, worker_query
 from tests.test_ticks_pipeline import produce
 from tests.waiting import wait_until
 

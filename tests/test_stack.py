@@ -1,4 +1,4 @@
-"""The local stack (pipeline.stack) against the real servers from the wheels.
+"""The local stack (pipeline.devstack) against the real servers from the wheels.
 
 Each test uses its own state dir under tmp_path and its own free ports, so it
 never touches a stack started for other tests (or by a developer).
@@ -25,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from falkordb import FalkorDB
 
 from pipeline.config import Settings, load_settings
-from pipeline.stack import (
+from pipeline.devstack import (
     SERVER_NAMES,
     StackConfigError,
     StackStartError,
@@ -35,10 +35,10 @@ from pipeline.stack import (
     stop_server,
     up,
 )
-from pipeline.stack.layout import StateLayout
-from pipeline.stack.postgres import blocked_ancestor, service_user
+from pipeline.devstack.layout import StateLayout
+from pipeline.devstack.postgres import blocked_ancestor, service_user
 
-CLI = [sys.executable, "-c", "from pipeline.stack.cli import stack; stack()"]
+CLI = [sys.executable, "-c", "from pipeline.cli.stack import stack; stack()"]
 
 
 def _free_ports(n: int) -> list[int]:

@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from pipeline.config import Settings
-from pipeline.vectors import (
+from pipeline.stores.vectors import (
     TICKWIRE_PATTERN_NAMESPACE,
     Pattern,
     PatternKey,
@@ -75,7 +75,7 @@ WEAVIATE_COLLECTION = "TwTestPattern" + uuid.uuid4().hex[:8]
 
 
 def weaviate_store(dimension: int) -> VectorStore:
-    from pipeline.vectors.weaviate import WeaviateVectorStore
+    from pipeline.stores.vectors.weaviate import WeaviateVectorStore
 
     assert WEAVIATE_URL is not None
     return WeaviateVectorStore(WEAVIATE_URL, dimension, grpc_url=os.environ.get("TICKWIRE_TEST_WEAVIATE_GRPC_URL"),

@@ -39,8 +39,8 @@ from weaviate.proto.v1 import (
 )
 
 from pipeline.config import load_settings
-from pipeline.vectors import Pattern, PatternKey
-from pipeline.vectors.weaviate import VECTOR_NAME, WeaviateVectorStore, WeaviateWriteError
+from pipeline.stores.vectors import Pattern, PatternKey
+from pipeline.stores.vectors.weaviate import VECTOR_NAME, WeaviateVectorStore, WeaviateWriteError
 
 DIM = 4
 COLLECTION = "WirePattern"
@@ -439,8 +439,8 @@ def test_settings_build_the_store() -> None:
 
 def test_roles_pick_weaviate_and_refuse_it_without_a_url() -> None:
     from pipeline.config import SettingsError
-    from pipeline.embedding import DIMENSION
-    from pipeline.roles import make_vector_store
+    from pipeline.derive.embedding import DIMENSION
+    from pipeline.stores.roles import make_vector_store
 
     vectors = make_vector_store(load_settings(vector_backend="weaviate", weaviate_url="http://weaviate:8080"))
     assert isinstance(vectors, WeaviateVectorStore) and vectors.dimension == DIMENSION

@@ -21,5 +21,5 @@ Modules, one concept each:
   :mod:`~pipeline.api.tenants`, :mod:`~pipeline.api.keys` (format, hashing,
   storage), :mod:`~pipeline.api.auth` (bearer keys to tenants, briefly cached).
 - Operations: :mod:`~pipeline.api.health`, :mod:`~pipeline.api.context` (the
-  stores the API reads), :mod:`~pipeline.api.cli`, :mod:`~pipeline.api.demo`.
+  stores the API reads), :mod:`~pipeline.cli.api`, :mod:`~pipeline.devstack.demo_api`.
 """

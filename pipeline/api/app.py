@@ -38,7 +38,7 @@ from pipeline.api.errors import ApiError, forbidden
 from pipeline.api.params import parse_body, parse_path, parse_query
 from pipeline.api.routes import Call, Route
 from pipeline.config import Settings
-from pipeline.metrics import API_REQUEST_SECONDS
+from pipeline.core.metrics import API_REQUEST_SECONDS
 
 log = logging.getLogger("tickwire.api")
 

@@ -24,7 +24,6 @@ from contextlib import asynccontextmanager
 import asyncpg
 import redis.asyncio as redis
 
-from pipeline.analytics import AnalyticsStore
 from pipeline.api.answer_cache import AnswerCache, for_seconds
 from pipeline.api.auth import Authenticator
 from pipeline.api.errors import ApiError, unavailable
@@ -32,9 +31,10 @@ from pipeline.api.health import Health
 from pipeline.api.hot_reads import HotKeyReader
 from pipeline.api.migrations import open_pool
 from pipeline.config import Settings
-from pipeline.graph.base import GraphStore
-from pipeline.roles import make_graph_store, make_vector_store
-from pipeline.vectors.base import VectorStore
+from pipeline.stores.analytics import AnalyticsStore
+from pipeline.stores.graph.base import GraphStore
+from pipeline.stores.roles import make_graph_store, make_vector_store
+from pipeline.stores.vectors.base import VectorStore
 
 log = logging.getLogger("tickwire.api")
 

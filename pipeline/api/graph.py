@@ -1,5 +1,5 @@
 """``/v1/graph/neighbors`` and ``/v1/graph/strategies``, through the graph role
-(:class:`~pipeline.graph.base.GraphStore`), always within the caller's tenant.
+(:class:`~pipeline.stores.graph.base.GraphStore`), always within the caller's tenant.
 
 An unknown symbol has no neighbours and no strategies: an empty list.
 """
@@ -12,7 +12,7 @@ from pipeline.api.context import ApiContext
 from pipeline.api.params import Choice, Integer, Number, symbol_param
 from pipeline.api.routes import Call, Route
 from pipeline.config import Settings
-from pipeline.graph.base import MAX_DEPTH, MIN_DEPTH
+from pipeline.stores.graph.base import MAX_DEPTH, MIN_DEPTH
 
 
 async def neighbors(ctx: ApiContext, call: Call) -> dict[str, Any]:

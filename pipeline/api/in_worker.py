@@ -28,7 +28,7 @@ from mode import Service
 from pipeline.api.answer_cache import AnswerCache, for_seconds, until_commit
 from pipeline.api.app import mount
 from pipeline.api.context import ApiContext
-from pipeline.app import app, connections, settings, source
+from pipeline.runtime.app import app, connections, settings, source
 
 log = logging.getLogger("tickwire.api")
 

@@ -29,7 +29,7 @@ from typing import Literal, get_args
 import asyncpg
 
 from pipeline.api.tenants import UnknownTenant, check_name
-from pipeline.schemas import NamePattern
+from pipeline.contracts.schemas import NamePattern
 
 Scope = Literal["read", "admin"]
 SCOPES: tuple[str, ...] = get_args(Scope)

@@ -26,7 +26,7 @@ import msgspec
 from multidict import MultiMapping
 
 from pipeline.api.errors import bad_parameter
-from pipeline.schemas import BROKER, SYMBOL, NamePattern
+from pipeline.contracts.schemas import BROKER, SYMBOL, NamePattern
 
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,18})")
 _NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")

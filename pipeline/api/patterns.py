@@ -1,9 +1,9 @@
 """``/v1/patterns/similar`` and ``/v1/patterns/search``: "what happened after shapes like this", per tenant.
 
-Both search the vector role (:class:`~pipeline.vectors.base.VectorStore`), which
+Both search the vector role (:class:`~pipeline.stores.vectors.base.VectorStore`), which
 only ever considers the tenant it is given: here, always the caller's.
 
-- ``similar``: the symbol's current shape (:mod:`pipeline.current_shape`,
+- ``similar``: the symbol's current shape (:mod:`pipeline.derive.current_shape`,
   the embedding of its last ``WINDOW_BARS + 1`` closed bars on ``timeframe``,
   the same function the signal enricher uses); the
   answer is the ``k`` nearest earlier windows of the tenant on that timeframe
@@ -11,7 +11,7 @@ only ever considers the tenant it is given: here, always the caller's.
   the symbol, the one with the newest bar is used (or ``broker`` if given).
   Fewer than ``WINDOW_BARS + 1`` bars (or a flat window): no shape, empty list.
 - ``search``: the same search for a vector the caller brings
-  (:data:`~pipeline.embedding.DIMENSION` numbers), with optional filters.
+  (:data:`~pipeline.derive.embedding.DIMENSION` numbers), with optional filters.
   Cosine distance ignores length, so the vector is used by its direction; the
   zero vector has none, and nothing is similar to it (empty list).
 """
@@ -28,10 +28,10 @@ from pipeline.api.errors import bad_parameter
 from pipeline.api.params import MAX_TIME_MS, Integer, broker_param, openapi_pattern, symbol_param, timeframe_param
 from pipeline.api.routes import Body, Call, Route
 from pipeline.config import Settings
-from pipeline.current_shape import shapes_of_symbol
-from pipeline.embedding import DIMENSION
-from pipeline.schemas import BROKER, SYMBOL
-from pipeline.vectors.base import PatternMatch
+from pipeline.contracts.schemas import BROKER, SYMBOL
+from pipeline.derive.current_shape import shapes_of_symbol
+from pipeline.derive.embedding import DIMENSION
+from pipeline.stores.vectors.base import PatternMatch
 
 #: The most results one search returns.
 MAX_RESULTS = 100
@@ -41,7 +41,7 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
     """The body of ``POST /v1/patterns/search``, exactly as strict as its documented schema (:func:`_search_schema`).
 
     Integers are floats with ``multiple_of=1`` because JSON Schema's ``integer`` admits ``5.0``
-    (as in :mod:`pipeline.schemas`); :func:`search` converts them.
+    (as in :mod:`pipeline.contracts.schemas`); :func:`search` converts them.
     """
 
     vector: Annotated[list[float], msgspec.Meta(min_length=DIMENSION, max_length=DIMENSION)]
@@ -148,7 +148,7 @@ def _search_schema(timeframes: list[str], default_k: int) -> dict[str, Any]:
         "type": "object", "additionalProperties": False, "required": ["vector"],
         "properties": {
             "vector": {"type": "array", "minItems": DIMENSION, "maxItems": DIMENSION, "items": {"type": "number"},
-                       "description": f"A pattern embedding ({DIMENSION} numbers, as pipeline.embedding.embed makes)."},
+                       "description": f"A pattern embedding ({DIMENSION} numbers, as pipeline.derive.embedding.embed makes)."},
             "k": {"type": "integer", "minimum": 1, "maximum": MAX_RESULTS, "default": default_k},
             "timeframe": {"type": "string", "enum": timeframes},
             "symbol": {"type": "string", "pattern": openapi_pattern(SYMBOL)},

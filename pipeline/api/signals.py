@@ -13,7 +13,7 @@ from pipeline.api.pages import LIMIT_SQL, Page, page_params
 from pipeline.api.params import Name, broker_param, symbol_param
 from pipeline.api.routes import Call, Route
 from pipeline.config import Settings
-from pipeline.schemas import STRATEGY
+from pipeline.contracts.schemas import STRATEGY
 
 SIGNALS_SQL = """
 SELECT id, broker, strategy, symbol, toUnixTimestamp64Milli(time) AS time_msc, action, confidence, price, sl, tp, reason

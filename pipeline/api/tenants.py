@@ -13,7 +13,7 @@ from datetime import datetime
 
 import asyncpg
 
-from pipeline.schemas import TENANT
+from pipeline.contracts.schemas import TENANT
 
 
 class TenantError(ValueError):

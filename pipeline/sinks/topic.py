@@ -15,7 +15,7 @@ from typing import Callable
 
 from aiokafka import AIOKafkaProducer
 
-from pipeline.metrics import RECORDS_PRODUCED
+from pipeline.core.metrics import RECORDS_PRODUCED
 from pipeline.sinks.base import Sink
 
 

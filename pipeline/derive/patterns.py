@@ -1,0 +1,116 @@
+"""Pattern embeddings and their forward returns, derived from stored closed bars.
+
+For every closed (or amended) bar the builder loads the recent bars of its
+series from ClickHouse ``candles FINAL`` and, where 33 bars are known, embeds
+the window ending with that bar (pipeline.derive.embedding) and upserts it into the
+vector role under a deterministic id (tenant, broker, symbol, timeframe,
+window end). It also records the forward return of the window that ended
+``horizon`` bars earlier: log(close now / close then). Everything is a pure
+function of stored bars, so redelivery and replay rewrite the same vectors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Sequence
+
+from pipeline.contracts.schemas import Candle
+from pipeline.contracts.timeframes import Timeframe
+from pipeline.derive.embedding import WINDOW_BARS, embed
+from pipeline.sinks.base import Sink
+from pipeline.stores.analytics import AnalyticsStore
+from pipeline.stores.vectors.base import Pattern, PatternKey, VectorStore
+
+# Per series: every bar from ``lo`` to ``hi``, and the ``before`` bars just before ``lo`` (however far back
+# they lie: bars after a gap are still consecutive bars of the window), oldest first.
+HISTORY_SQL = """
+WITH bars AS (
+    SELECT tenant, broker, symbol, toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms,
+           high, low, close, spread_avg
+    FROM {db}.candles FINAL
+    WHERE timeframe = {tf:String} AND (tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}
+      AND start <= fromUnixTimestamp64Milli({hi:Int64})
+)
+SELECT * FROM (
+    SELECT * FROM bars WHERE start_ms >= {lo:Int64}
+    UNION ALL
+    SELECT * FROM (SELECT * FROM bars WHERE start_ms < {lo:Int64}
+                   ORDER BY tenant, broker, symbol, start_ms DESC LIMIT {before:UInt32} BY tenant, broker, symbol)
+)
+ORDER BY tenant, broker, symbol, start_ms
+"""
+
+Series = tuple[str, str, str]
+
+
+class PatternBuilder(Sink):
+    def __init__(self, store: AnalyticsStore, vectors: VectorStore, timeframes: Sequence[Timeframe], horizon_bars: int) -> None:
+        self._store = store
+        self._vectors = vectors
+        self._timeframes = {tf.name: tf for tf in timeframes}
+        self._horizon = horizon_bars
+        self._pending: dict[tuple[str, Series], set[int]] = defaultdict(set)  # (timeframe, series) -> bar starts
+
+    @property
+    def name(self) -> str:
+        return "patterns"
+
+    @property
+    def pending(self) -> int:
+        return sum(len(starts) for starts in self._pending.values())
+
+    def add_bars(self, bars: Sequence[Candle]) -> None:
+        for bar in bars:
+            self._pending[bar.timeframe, (bar.tenant, bar.broker, bar.symbol)].add(bar.start_ms)
+
+    async def flush(self) -> None:
+        """Upsert the patterns of pending bars, then their forward returns. Idempotent; retried whole on failure."""
+        if not self._pending:
+            return
+        patterns: dict[PatternKey, Pattern] = {}
+        forward: dict[PatternKey, float] = {}
+        for timeframe in {tf for tf, _ in self._pending}:
+            groups = {series: starts for (tf, series), starts in self._pending.items() if tf == timeframe}
+            history = await self._history(timeframe, groups)
+            for series, starts in groups.items():
+                self._derive(timeframe, series, history.get(series, []), starts, patterns, forward)
+        if patterns:
+            await self._vectors.upsert(list(patterns.values()))
+        if forward:
+            await self._vectors.set_forward_returns(list(forward.items()))
+        self._pending.clear()
+
+    async def _history(self, timeframe: str, groups: dict[Series, set[int]]) -> dict[Series, list[tuple]]:
+        """Per series, oldest first: every bar from the earliest pending one to ``WINDOW_BARS`` bar lengths
+        past the latest, and the ``WINDOW_BARS + horizon`` bars before the earliest (for the windows that
+        end at it and the forward returns that end there), however many bars close at once."""
+        tf = self._timeframes[timeframe]
+        lo = min(min(starts) for starts in groups.values())
+        hi = max(max(starts) for starts in groups.values()) + WINDOW_BARS * tf.ms
+        _, rows = await self._store.query(
+            HISTORY_SQL.replace("{db}", self._store.database),
+            {"tf": timeframe, "series": sorted(groups), "lo": lo, "hi": hi, "before": WINDOW_BARS + self._horizon},
+        )
+        history: dict[Series, list[tuple]] = defaultdict(list)
+        for row in rows:
+            history[row[0], row[1], row[2]].append(row[3:])
+        return history
+
+    def _derive(self, timeframe: str, series: Series, bars: list[tuple], starts: set[int],
+                patterns: dict[PatternKey, Pattern], forward: dict[PatternKey, float]) -> None:
+        """Patterns of every window containing a pending bar, and forward returns ending at them."""
+        index = {int(bar[0]): i for i, bar in enumerate(bars)}
+        affected = sorted({j for start in starts if start in index
+                           for j in range(index[start], min(index[start] + WINDOW_BARS + 1, len(bars)))})
+        closes = [bar[4] for bar in bars]
+        for i in affected:
+            if i >= WINDOW_BARS:
+                window = bars[i - WINDOW_BARS:i + 1]
+                embedded = embed([b[4] for b in window], [b[2] for b in window], [b[3] for b in window], [b[5] for b in window])
+                if embedded is not None:
+                    key = PatternKey(*series, timeframe, int(bars[i][1]))
+                    patterns[key] = Pattern(key, embedded[0], close=closes[i], volatility=embedded[1])
+            j = i - self._horizon
+            if j >= WINDOW_BARS and closes[j] > 0 and closes[i] > 0:
+                forward[PatternKey(*series, timeframe, int(bars[j][1]))] = math.log(closes[i] / closes[j])

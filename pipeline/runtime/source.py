@@ -1,0 +1,302 @@
+"""The batch source: tickwire's consume path under the Faust agents.
+
+One aiokafka consumer (group ``settings.group_id``, auto-commit off) fetches
+with ``getmany``. Each fetched topic-partition batch is decoded once (rejects
+go to the DLQ with their reason) and goes to every agent routed to its topic
+as ONE event on an in-memory Faust channel, so Faust's per-event machinery
+costs once per batch instead of once per record. Eager routes (hot keys) get
+each batch as soon as it is decoded and their sinks are flushed right away.
+The source waits until the agents have handed their batches to the sinks and
+checkpoints (flush all sinks, producer, commit) on an interval or record count. Faust's own offset committer is not involved.
+While a sink's store refuses writes, its circuit is open and the consumer's
+partitions are paused (see pipeline.core.circuit); they resume by themselves.
+
+A checkpoint runs as a task of its own while the loop goes on fetching and
+decoding (the ClickHouse insert runs in its thread, mostly outside the GIL),
+but decoded batches are *held*, not handed to the agents, until it finished:
+sinks are never added to while they flush, and a checkpoint commits exactly
+the offsets marked before it began. At most ``commit_max_records`` records are
+held; then the loop waits for the checkpoint. One checkpoint at a time.
+
+On SIGTERM the loop finishes the batch in hand, checkpoints once more and
+stops within ``shutdown_timeout_s``. On a rebalance it checkpoints before the
+partitions are revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import faust
+import msgspec
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from mode import Service
+
+from pipeline.config import Settings
+from pipeline.core.batch import RecordBatch
+from pipeline.core.circuit import CircuitBreaker
+from pipeline.core.codec import BatchDecoder, DecodedBatch
+from pipeline.core.dead_letters import DLQ_TOPIC, dead_letter
+from pipeline.core.metrics import BATCH_SIZE, CONSUMER_LAG, DLQ_RECORDS, RECORDS_CONSUMED
+from pipeline.core.retry import Stopping
+from pipeline.runtime.checkpoint import Checkpoint, group_committer
+from pipeline.runtime.sink_set import SinkSet
+from pipeline.stores.connections import Connections
+
+log = logging.getLogger("tickwire.source")
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, source: BatchSource) -> None:
+        self._source = source
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._source.checkpoint_before_revoke(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("assigned %d partitions", len(assigned))
+
+
+@dataclass(slots=True)
+class _Decoded:
+    """One fetched topic-partition batch, decoded, waiting to be handed to the agents."""
+
+    tp: TopicPartition
+    decoded: DecodedBatch
+    next_offset: int
+
+    @property
+    def records(self) -> int:
+        return len(self.decoded.valid) + len(self.decoded.rejected)
+
+    async def deliver(self, channels: list[faust.ChannelT]) -> RecordBatch:
+        """Send the valid records to ``channels`` as one batch; its ``done`` resolves once every agent took it."""
+        batch = RecordBatch(self.tp.topic, self.tp.partition, self.decoded.valid, self.next_offset)
+        channels = channels if self.decoded.valid else []
+        batch.expect(len(channels))
+        for channel in channels:
+            await channel.send(value=batch)
+        return batch
+
+
+class BatchSource(Service):
+    def __init__(self, app: faust.App, settings: Settings, connections: Connections, sinks: SinkSet,
+                 **kwargs: object) -> None:
+        self.app = app
+        self.settings = settings
+        self.connections = connections
+        self.sinks = sinks
+        self.publisher = sinks.publisher
+        self._routes: dict[str, list[faust.ChannelT]] = {}
+        self._eager_routes: dict[str, list[faust.ChannelT]] = {}
+        self._decoders: dict[str, BatchDecoder] = {}
+        self._stop_event = asyncio.Event()
+        self._positions: dict[TopicPartition, int] = {}
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+        self._inflight: asyncio.Task | None = None  # the running checkpoint, if any
+        self._held: list[_Decoded] = []  # decoded while a checkpoint ran, not yet handed to the agents
+        self.consumer: AIOKafkaConsumer | None = None
+        self.checkpoint: Checkpoint | None = None
+        #: True once the stores are connected and the consumer runs.
+        self.consuming = False
+        super().__init__(**kwargs)
+
+    def on_init_dependencies(self) -> list[Service]:
+        return [self.connections]
+
+    def route(self, topic: str, message_type: type[msgspec.Struct], *, eager: bool = False) -> faust.ChannelT:
+        """A new channel on which decoded batches of ``topic`` are delivered to one agent.
+
+        Every agent routed to a topic gets every batch of it; the topic is decoded once,
+        into ``message_type`` (the same for all routes of a topic). An ``eager`` route gets
+        each batch as soon as it is decoded, even while a checkpoint runs, and the eager
+        sinks are flushed right after: its agent may only add to eager sinks, which accept
+        adds while they flush (the hot cache). Other routes get the batch once no
+        checkpoint runs.
+        """
+        decoder = self._decoders.setdefault(topic, BatchDecoder(message_type, self.settings.max_record_bytes))
+        if decoder.message_type is not message_type:
+            raise TypeError(f"{topic} is already decoded as {decoder.message_type.__name__}")
+        channel = self.app.channel(maxsize=64)
+        (self._eager_routes if eager else self._routes).setdefault(topic, []).append(channel)
+        return channel
+
+    async def on_started(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=self.settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=max(self.settings.session_timeout_ms // 5, 500),
+            max_poll_interval_ms=3_600_000,
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            fetch_max_bytes=64 << 20,
+        )
+        self.consumer.subscribe(topics=list(self._decoders), listener=_Rebalance(self))
+        await self.consumer.start()
+        self.checkpoint = Checkpoint(
+            group_committer(self.consumer),
+            self.sinks.ordered,
+            self.publisher,
+            self.sinks.after_publish,
+            interval_s=self.settings.commit_interval_ms / 1000,
+            max_records=self.settings.commit_max_records,
+            stop=self._stop_event,
+            max_backoff_s=self.settings.sink_retry_max_backoff_ms / 1000,
+            on_circuit=self._pause_while_open,
+        )
+        self._task = asyncio.create_task(self._consume(), name="tickwire-source")
+        self.consuming = True
+        log.info("consuming %s as group %s", ", ".join(self._decoders), self.settings.group_id)
+
+    async def _consume(self) -> None:
+        assert self.consumer is not None and self.checkpoint is not None
+        try:
+            while not self._stop_event.is_set():
+                if self._inflight is None or self._held_records < self.settings.commit_max_records:
+                    fetched = await self.consumer.getmany(
+                        timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.fetch_max_records
+                    )
+                    await self._hold(fetched)
+                if self._inflight is not None:
+                    if not self._inflight.done() and self._held_records < self.settings.commit_max_records:
+                        continue
+                    inflight, self._inflight = self._inflight, None
+                    await inflight  # raises what the checkpoint raised (Stopping)
+                async with self._lock:
+                    await self._hand_off_held()
+                    self._update_lag()
+                    if self.checkpoint.due():
+                        self._inflight = asyncio.create_task(self._checkpoint(), name="tickwire-checkpoint")
+            if self._inflight is not None:
+                await self._inflight
+            async with self._lock:
+                await self._hand_off_held()
+                await self.checkpoint.commit()
+            log.info("source stopped after a final checkpoint")
+        except Stopping as exc:
+            log.warning("stopped while %s was unavailable; uncommitted records will be redelivered", exc)
+        except Exception as exc:
+            log.exception("source failed; nothing past the last checkpoint was committed")
+            await self.crash(exc)
+
+    async def _checkpoint(self) -> None:
+        assert self.checkpoint is not None
+        async with self._lock:
+            await self.checkpoint.commit()
+
+    async def _hold(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Decode what was fetched, give it to the eager routes (and flush the eager sinks),
+        and keep it until it can be handed to the other agents."""
+        assert self.checkpoint is not None
+        eager = []
+        for tp, records in fetched.items():
+            if not records:
+                continue
+            RECORDS_CONSUMED.labels(tp.topic).inc(len(records))
+            BATCH_SIZE.labels(tp.topic).observe(len(records))
+            item = _Decoded(tp, self._decoders[tp.topic].decode(records), records[-1].offset + 1)
+            self._held.append(item)
+            if tp.topic in self._eager_routes:
+                eager.append(await item.deliver(self._eager_routes[tp.topic]))
+        for batch in eager:
+            await batch.done
+        if eager:
+            await self.checkpoint.flush_eager()
+
+    @property
+    def _held_records(self) -> int:
+        return sum(item.records for item in self._held)
+
+    async def _hand_off_held(self) -> None:
+        """Dead-letter the rejects, hand every held batch to its (non-eager) agents, wait until they
+        took them and mark the offsets for the next checkpoint. Call with the lock held."""
+        assert self.checkpoint is not None
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        batches = []
+        for item in held:
+            for rejected in item.decoded.rejected:
+                key, value = dead_letter(rejected)
+                await self.publisher.add(DLQ_TOPIC, key, value)
+                DLQ_RECORDS.labels(rejected.reason).inc()
+            batches.append(await item.deliver(self._routes.get(item.tp.topic, [])))
+        for batch in batches:
+            await batch.done
+            tp = TopicPartition(batch.topic, batch.partition)
+            self.checkpoint.mark(tp=tp, next_offset=batch.next_offset, records=len(batch.messages))
+            self._positions[tp] = batch.next_offset
+
+    def _pause_while_open(self, circuit: CircuitBreaker) -> None:
+        """Stop fetching while any sink's circuit is open; resume when all are closed."""
+        assert self.consumer is not None and self.checkpoint is not None
+        partitions = self.consumer.assignment()
+        if any(c.state == "open" for c in self.checkpoint.circuits.values()):
+            self.consumer.pause(*partitions)
+        else:
+            self.consumer.resume(*partitions)
+
+    def circuits(self) -> dict[str, dict[str, object]]:
+        """Each sink's circuit (for /health): state, failures, open since, last error."""
+        if self.checkpoint is None:
+            return {}
+        return {name: circuit.snapshot() for name, circuit in self.checkpoint.circuits.items()}
+
+    def lag(self) -> dict[str, int]:
+        """Records behind the log end per input topic: fetch high-watermark minus processed position.
+
+        Uses the high-watermarks that arrive with fetched records (tansu's ListOffsets
+        end is wrong, see ARCHITECTURE.md); partitions not fetched yet count as 0.
+        """
+        lag: dict[str, int] = {topic: 0 for topic in self._decoders}
+        if self.consumer is None:
+            return lag
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                lag[tp.topic] += max(0, highwater - self._positions.get(tp, highwater))
+        return lag
+
+    def _update_lag(self) -> None:
+        for topic, value in self.lag().items():
+            CONSUMER_LAG.labels(topic).set(value)
+
+    async def checkpoint_before_revoke(self, revoked: set[TopicPartition]) -> None:
+        if self.checkpoint is None:
+            return
+        self._held = [item for item in self._held if item.tp not in revoked]
+        try:
+            async with asyncio.timeout(self.settings.shutdown_timeout_s):
+                async with self._lock:
+                    await self.checkpoint.commit()
+        except (TimeoutError, Stopping):
+            log.warning("no checkpoint before revoke; %d partitions will be redelivered from their last commit", len(revoked))
+        self.checkpoint.forget(revoked)
+
+    async def drain(self) -> None:
+        """Stop fetching, finish the batch in hand and checkpoint, within ``shutdown_timeout_s``.
+
+        Must run before Faust suspends its flow control at shutdown (the app calls it first
+        thing in its ``on_stop``): the agents still have to take the batch in hand.
+        """
+        self._stop_event.set()
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=self.settings.shutdown_timeout_s)
+            except asyncio.TimeoutError:
+                log.warning("final checkpoint did not finish in %.0f s; abandoning it", self.settings.shutdown_timeout_s)
+                self._task.cancel()
+
+    async def on_stop(self) -> None:
+        await self.drain()
+        if self.consumer is not None:
+            await self.consumer.stop()
+        for sink in [*self.sinks.ordered, *self.sinks.after_publish]:
+            await sink.close()
