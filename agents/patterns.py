@@ -1,18 +1,34 @@
-"""Pattern agent: closed bars -> pattern embeddings and forward returns in the vector role.
+"""Stage ``patterns``: ``candles.v1`` → pattern embeddings and forward returns in the vector role.
 
-Receives each checkpoint's bars from the candle builder; the pattern builder
-sink (pipeline.derive.patterns) embeds and upserts them in the same checkpoint.
+A bar is on ``candles.v1`` only once the ingest stage stored it, so the
+pattern builder (pipeline.derive.patterns) finds it, and the bars before it,
+in ClickHouse. A vector store outage pauses only this stage, which catches up
+from its own committed offsets.
 """
 
 from __future__ import annotations
 
-from pipeline.derive.candles import BarBatch
-from pipeline.runtime.app import app, sinks
+from dataclasses import dataclass
+from typing import Sequence
+
+from pipeline.contracts.schemas import Candle
+from pipeline.core.codec import RawRecord
+from pipeline.derive.patterns import PatternBuilder
+from pipeline.sinks.base import Sink
+
+Bars = Sequence[tuple[RawRecord, Candle]]
 
 
-@app.agent(sinks.candles.bar_channel(app))
-async def patterns(handoffs):  # type: ignore[no-untyped-def]
-    async for handoff in handoffs:
-        handoff: BarBatch
-        async with handoff.processing():
-            sinks.patterns.add_bars(handoff.bars)
+@dataclass
+class PatternsSinks:
+    patterns: PatternBuilder | None
+
+    @property
+    def ordered(self) -> list[Sink]:
+        return [self.patterns] if self.patterns is not None else []
+
+
+def bars(messages: Bars, sinks: PatternsSinks) -> None:
+    """Closed bars queued for embedding."""
+    if sinks.patterns is not None:
+        sinks.patterns.add_bars(messages)

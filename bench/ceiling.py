@@ -35,7 +35,7 @@ from bench.sink_work import (
     write_hot_keys_async,
 )
 from pipeline.config import Settings, get_settings
-from pipeline.ingest.producer import TICKS_TOPIC
+from pipeline.contracts.topics import TICKS_TOPIC
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:

@@ -37,7 +37,7 @@ from bench.sink_work import (
     write_hot_keys_async,
 )
 from pipeline.config import get_settings
-from pipeline.ingest.producer import TICKS_TOPIC
+from pipeline.contracts.topics import TICKS_TOPIC
 
 #: Records per ClickHouse insert and hot-key write.
 SMALL_BATCH = 500

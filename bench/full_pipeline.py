@@ -32,9 +32,8 @@ from bench.stack import BenchStack
 from bench.stats import rate_summary
 from bench.worker_run import stored_rows, time_backlog
 from pipeline.config import Settings
-from pipeline.derive.enrichment import ENRICHED_TOPIC
+from pipeline.contracts.topics import ENRICHED_TOPIC, SIGNALS_TOPIC, TICKS_TOPIC
 from pipeline.devstack.worker_process import WorkerProcess
-from pipeline.ingest.producer import SIGNALS_TOPIC, TICKS_TOPIC
 from pipeline.ops.sql_client import worker_query
 from pipeline.ops.topic_scan import count_records
 from pipeline.stores.graph.falkordb import GRAPH_PREFIX

@@ -34,7 +34,7 @@ from bench.progress import Reporter
 from bench.stack import BenchStack
 from bench.stats import rate_summary
 from bench.worker_run import WorkerTimeline, stored_rows, time_backlog
-from pipeline.ingest.producer import TICKS_TOPIC
+from pipeline.contracts.topics import TICKS_TOPIC
 
 TICK_PARTITIONS = 12
 CHILD_TIMEOUT_S = 900.0

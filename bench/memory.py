@@ -25,7 +25,7 @@ from bench.progress import Reporter
 from bench.stack import BenchStack
 from bench.worker_run import CommitWatcher, partitions_of
 from pipeline.config import Settings
-from pipeline.ingest.producer import TICKS_TOPIC
+from pipeline.contracts.topics import TICKS_TOPIC
 
 CHUNK = 250_000
 SAMPLE_S = 1.0

@@ -18,7 +18,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from bench.data import Record
 from pipeline.config import Settings
-from pipeline.stores.connections import make_producer
+from pipeline.core.kafka import make_producer
 
 #: Records per produced batch (one partition each).
 BATCH_RECORDS = 4_000

@@ -31,7 +31,7 @@ from quixstreams.sinks import BatchingSink, SinkBatch
 from bench.contender import Measurement
 from bench.sink_work import insert_ticks, newest_per_key, open_analytics, stored_ticks, tick_columns, write_hot_keys
 from pipeline.config import get_settings
-from pipeline.ingest.producer import TICKS_TOPIC
+from pipeline.contracts.topics import TICKS_TOPIC
 
 
 class TicksSink(BatchingSink):

@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pipeline.contracts.timeframes import Timeframe
 
 ENV_PREFIX = "TICKWIRE_"
+#: Every stage, in topology order (upstream first); see pipeline.runtime.topology.
+STAGE_NAMES = ("ingest", "signals", "patterns", "graph")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -91,6 +93,49 @@ class Settings(BaseSettings):
     sink_retry_max_backoff_ms: int = Field(5_000, ge=10)
     shutdown_timeout_s: float = Field(20.0, gt=0)
 
+    # stages: each its own consumer group, checkpoint, circuits and lag
+    stages: str = Field("ingest,signals,patterns,graph",
+                        description="Stages this worker runs, comma separated (`tickwire worker --stages`).")
+    stage_stall_after_s: float = Field(
+        60.0, gt=0, description="A stage with lag and no commit for this long (and no open circuit) is `stalled`.")
+    lag_probe_interval_ms: int = Field(2_000, ge=100, le=600_000,
+                                       description="How often the log end of every input partition is read (lag).")
+
+    # input domain checks (after the schema); rejects go to the DLQ with a named reason
+    min_price: float = Field(1e-9, gt=0, description="Prices below this (subnormal, zero) are rejected.")
+    max_price: float = Field(1e9, gt=0, le=1e9, description="Prices above this are rejected.")
+    crossed_quotes: Literal["reject", "accept"] = Field(
+        "reject", description="A tick with bid > ask: `reject` (to the DLQ as crossed_quote) or `accept`.")
+    max_future_skew_ms: int = Field(
+        60_000, ge=0, description="A tick or signal time further ahead of the wall clock than this is rejected "
+                                  "(the topic contract is UTC: convert MT5 server time before producing).")
+
+    # dead letters
+    dlq_max_envelope_bytes: int = Field(
+        262_144, ge=16_384, le=16 << 20,
+        description="Largest DLQ envelope; a bigger record is dead-lettered by reference (head, length, SHA-256, "
+                    "source coordinates). Keep it under the broker's message limit (1 MB by default).")
+    dlq_value_head_bytes: int = Field(4_096, ge=0, le=1 << 20,
+                                      description="Bytes of a too-large record kept in its DLQ envelope.")
+
+    # store errors
+    unknown_error_attempts: int = Field(
+        5, ge=1, le=1000,
+        description="A store error neither transient nor permanent is retried this many times, then the records "
+                    "at fault are isolated and dead-lettered.")
+
+    # reads: the query API and operator SQL never use a stage's ClickHouse session
+    analytics_read_sessions: int = Field(4, ge=1, le=64, description="Read-only ClickHouse sessions for API reads.")
+    api_query_timeout_s: float = Field(5.0, gt=0, le=300, description="An API read is cancelled in the store after this.")
+    sql_timeout_s: float = Field(30.0, gt=0, le=3600, description="An operator `tickwire sql` query is cancelled after this.")
+    api_rate_per_s: float = Field(200.0, gt=0, description="Requests per second per API key (token bucket refill).")
+    api_rate_burst: int = Field(400, ge=1, description="Token bucket size per API key.")
+    api_tenant_queries: int = Field(
+        3, ge=1, le=64, description="Uncached store queries one tenant may run at once (others wait their turn).")
+    api_header_timeout_s: float = Field(10.0, gt=0, le=300,
+                                        description="A client must send a request's headers within this.")
+    api_keepalive_timeout_s: float = Field(15.0, gt=0, le=3600, description="Idle keep-alive connections close after this.")
+
     # hot cache
     hot_key_ttl_s: int = Field(86_400, ge=1)
 
@@ -145,6 +190,15 @@ class Settings(BaseSettings):
     def _check_weaviate(cls, value: str | None) -> str | None:
         return None if value is None else _require_scheme(value, ("http", "https"))
 
+    @field_validator("stages")
+    @classmethod
+    def _check_stages(cls, value: str) -> str:
+        names = [part.strip() for part in value.split(",") if part.strip()]
+        unknown = [name for name in names if name not in STAGE_NAMES]
+        if not names or unknown or len(set(names)) != len(names):
+            raise ValueError(f"choose distinct stages among {', '.join(STAGE_NAMES)}, got {value!r}")
+        return ",".join(name for name in STAGE_NAMES if name in names)
+
     @field_validator("candle_timeframes")
     @classmethod
     def _check_timeframes(cls, value: str) -> str:
@@ -160,6 +214,12 @@ class Settings(BaseSettings):
                 f"TICKWIRE_GROUP_ID must differ from TICKWIRE_APP_ID (both {self.app_id!r}): "
                 "Faust's own consumer group is named after the app id"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_prices(self) -> Settings:
+        if self.min_price >= self.max_price:
+            raise ValueError(f"TICKWIRE_MIN_PRICE ({self.min_price}) must be below TICKWIRE_MAX_PRICE ({self.max_price})")
         return self
 
     @model_validator(mode="after")
@@ -185,6 +245,11 @@ class Settings(BaseSettings):
         if not self.clickhouse_dsn.startswith("chdb://"):
             return None
         return Path(self.clickhouse_dsn.removeprefix("chdb://")).expanduser().resolve()
+
+    @property
+    def stage_names(self) -> list[str]:
+        """The stages this process runs, in topology order."""
+        return self.stages.split(",")
 
     @property
     def timeframes(self) -> list[Timeframe]:

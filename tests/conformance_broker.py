@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.config import load_settings
 from pipeline.contracts.catalog import Catalog, TopicSpec, apply_catalog
-from pipeline.stores.connections import make_producer
+from pipeline.core.kafka import make_producer
 
 REDPANDA_URL = os.environ.get("TICKWIRE_TEST_REDPANDA_URL")
 DEADLINE_S = 30

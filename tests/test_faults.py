@@ -26,7 +26,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pipeline import devstack as stack
-from pipeline.ingest.producer import TICKS_TOPIC, MT5Producer, encode_tick
+from pipeline.contracts.topics import TICKS_TOPIC
+from pipeline.ingest.producer import MT5Producer, encode_tick
 from pipeline.ops.sql_client import worker_query
 from tests.test_ticks_pipeline import make_ticks, newest_per_key, produce
 from tests.topic_reader import read_topic

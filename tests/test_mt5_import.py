@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from pipeline.cli.produce import import_mt5 as import_mt5_command
 from pipeline.config import Settings, load_settings
 from pipeline.contracts.schemas import TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_LAST, TICK_FLAG_VOLUME, Tick
+from pipeline.contracts.topics import TICKS_TOPIC
 from pipeline.ingest.mt5_import import (
     ImportProgress,
     MT5FileError,
@@ -22,7 +23,7 @@ from pipeline.ingest.mt5_import import (
     import_mt5,
     read_mt5_ticks,
 )
-from pipeline.ingest.producer import TICKS_TOPIC, MT5Producer
+from pipeline.ingest.producer import MT5Producer
 from tests.topic_reader import read_topic
 
 HEADER = "<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>"

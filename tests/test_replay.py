@@ -14,8 +14,8 @@ import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.config import Settings, load_settings
+from pipeline.contracts.topics import TICKS_TOPIC
 from pipeline.devstack.worker_process import settings_env
-from pipeline.ingest.producer import TICKS_TOPIC
 from pipeline.ops.replay import Bound, ReplayError, ReplayPlan, progress_path
 from pipeline.ops.sql_client import worker_query
 from tests.test_ticks_pipeline import make_ticks, produce

@@ -22,7 +22,8 @@ from pipeline.contracts.schemas import (
     Signal,
     Tick,
 )
-from pipeline.ingest.producer import SIGNALS_TOPIC, TICKS_TOPIC, MT5Producer, encode_signal, encode_tick
+from pipeline.contracts.topics import SIGNALS_TOPIC, TICKS_TOPIC
+from pipeline.ingest.producer import MT5Producer, encode_signal, encode_tick
 from pipeline.ingest.simulator import (
     DEFAULT_SPEC,
     SYMBOLS,

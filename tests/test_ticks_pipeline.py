@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from pipeline.config import Settings
-from pipeline.ingest.producer import TICKS_TOPIC, MT5Producer, encode_tick
+from pipeline.contracts.topics import TICKS_TOPIC
+from pipeline.ingest.producer import MT5Producer, encode_tick
 from pipeline.ops.sql_client import worker_query
 from tests.topic_reader import read_topic
 from tests.waiting import wait_until

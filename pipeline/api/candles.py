@@ -32,9 +32,9 @@ async def candles(ctx: ApiContext, call: Call) -> dict[str, Any]:
     if call.params["broker"] is not None:
         where.append("broker = {broker:String}")
         parameters["broker"] = call.params["broker"]
-    sql = CANDLES_SQL.replace("{db}", ctx.analytics.database).replace("{where}", " AND ".join(where))
+    sql = CANDLES_SQL.replace("{db}", ctx.reads.database).replace("{where}", " AND ".join(where))
     async with ctx.using("clickhouse"):
-        columns, rows = await ctx.analytics.query(sql, parameters)
+        columns, rows = await ctx.reads.query(sql, parameters)
     return {"data": [dict(zip(columns, row)) for row in rows], "next_cursor": page.next_cursor([row[3] for row in rows])}
 
 

@@ -2,8 +2,8 @@
 
 Two ways to build one:
 - inside the worker (:mod:`pipeline.api.in_worker`), on the worker's own
-  connections (already started and closed by the worker) and its source's
-  consumer lag;
+  connections (already started and closed by the worker) and the status of
+  its stages;
 - :meth:`ApiContext.standalone` for ``tickwire api``: its own connections,
   opened by :meth:`start` and closed by :meth:`close`.
 
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, Protocol
 
 import asyncpg
 import redis.asyncio as redis
@@ -33,7 +34,7 @@ from pipeline.api.migrations import open_pool
 from pipeline.config import Settings
 from pipeline.stores.analytics import AnalyticsStore
 from pipeline.stores.graph.base import GraphStore
-from pipeline.stores.roles import make_graph_store, make_vector_store
+from pipeline.stores.roles import make_graph_store, make_vector_store, on_demand
 from pipeline.stores.vectors.base import VectorStore
 
 log = logging.getLogger("tickwire.api")
@@ -41,16 +42,25 @@ log = logging.getLogger("tickwire.api")
 #: The longest a request waits on one store before answering 503.
 STORE_TIMEOUT_S = 10.0
 
-#: Consumer lag per input topic, from the consumer running in this process.
-LagFn = Callable[[], dict[str, int]]
-#: Each sink's circuit breaker (state, failures, open since, last error), from the worker's checkpoint.
-CircuitsFn = Callable[[], dict[str, dict[str, object]]]
+
+
+class PipelineView(Protocol):
+    """What the API may know of the stages running in its process (:class:`pipeline.runtime.status.PipelineStatus`)."""
+
+    @property
+    def consuming(self) -> bool:
+        """Every stage's consumer runs."""
+
+    def version(self) -> int | None:
+        """Changes whenever a stage that writes ClickHouse checkpoints (None: do not keep answers)."""
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """Each stage: state, what paused it, last commit, lag, circuits."""
 
 
 class ApiContext:
     def __init__(self, settings: Settings, *, analytics: AnalyticsStore, cache: redis.Redis, vectors: VectorStore,
-                 graph: GraphStore, lag: LagFn | None, owns_stores: bool, answers: AnswerCache,
-                 circuits: CircuitsFn | None = None) -> None:
+                 graph: GraphStore, status: PipelineView | None, owns_stores: bool, answers: AnswerCache) -> None:
         self.settings = settings
         self.analytics = analytics
         self.cache = cache
@@ -59,9 +69,11 @@ class ApiContext:
         self.answers = answers
         self.vectors = vectors
         self.graph = graph
-        #: None when no consumer runs in this process (``tickwire api``).
-        self.lag = lag
-        self.circuits = circuits
+        #: The stages of this process; None when none runs here (``tickwire api``).
+        self.status = status
+        #: ClickHouse reads of the API: the read-only session pool, each query cancelled in the store after
+        #: ``TICKWIRE_API_QUERY_TIMEOUT_S``.
+        self.reads = analytics.reads(settings.api_query_timeout_s)
         self.health = Health(self)
         self._owns_stores = owns_stores
         self._pool: asyncpg.Pool | None = None
@@ -78,7 +90,8 @@ class ApiContext:
         """
         return cls(settings, analytics=AnalyticsStore(settings),
                    cache=redis.Redis.from_url(settings.cache_url, socket_timeout=5, socket_connect_timeout=5),
-                   vectors=make_vector_store(settings), graph=make_graph_store(settings), lag=None, owns_stores=True,
+                   vectors=on_demand(make_vector_store(settings)), graph=on_demand(make_graph_store(settings)), status=None,
+                   owns_stores=True,
                    answers=for_seconds())
 
     @property
@@ -98,8 +111,6 @@ class ApiContext:
         """Open what this context owns and the operational database; raises if a store does not answer."""
         if self._owns_stores:
             await self.analytics.migrate()
-            await self.vectors.start()
-            await self.graph.start()
         self._pool = await open_pool(self.settings.postgres_dsn)
         self._auth = Authenticator(self._pool)
         self.ready = True

@@ -2,18 +2,21 @@
 
 Each dependency — broker, ClickHouse, cache, PostgreSQL, vector store, graph
 store — is asked a real question, all in parallel, each within
-:data:`PROBE_TIMEOUT_S`, so the answer always comes within about that long.
+:data:`PROBE_TIMEOUT_S` (ClickHouse on a session of its own, so slow queries
+never make it look down), so the answer always comes within about that long.
 The body gives each one's status (``up``/``down``), latency and whether it is
-required, plus the consumer lag per input topic (records behind the fetch
-high-watermark) and each sink's circuit breaker (an open circuit means the
-pipeline is paused, retrying that store: status ``degraded``) when a consumer
-runs in this process (the worker), else null.
+required, plus, when stages run in this process (the worker), each stage's
+report (:mod:`pipeline.runtime.status`): ``running``, ``paused`` (which
+circuit, since when), ``stalled`` or ``starting``, its last commit, its lag
+per partition in records and seconds, and its circuits; else ``stages`` is null.
 
 Status code: 200 when the API is ready and every required dependency is up,
-else 503. Inside the worker every dependency is required (the pipeline stalls
-without any of them); in ``tickwire api`` the broker is reported but not
-required (queries do not use it). No key is needed and no tenant data is shown;
-a failure is described by its kind only (no addresses or credentials).
+else 503. Required: ClickHouse, the cache and PostgreSQL (API keys), and in
+the worker the broker; the vector and graph stores are not (while one is
+down only the stage that writes it pauses, and the API answers the rest).
+``status`` is ``degraded`` when something optional is down or a stage is not
+running. No key is needed and no tenant data is shown; a failure is described
+by its kind only (no addresses or credentials).
 """
 
 from __future__ import annotations
@@ -58,7 +61,9 @@ class Health:
         }
 
     def required(self, dependency: str) -> bool:
-        return dependency != "broker" or self._ctx.lag is not None
+        if dependency in ("vector", "graph"):
+            return False
+        return dependency != "broker" or self._ctx.status is not None
 
     async def check(self) -> tuple[int, dict[str, Any]]:
         """``(status code, body)`` as described in the module docstring."""
@@ -66,13 +71,11 @@ class Health:
         dependencies = dict(zip(DEPENDENCIES, results))
         required_down = [n for n, r in dependencies.items() if r["required"] and r["status"] == "down"]
         optional_down = [n for n, r in dependencies.items() if not r["required"] and r["status"] == "down"]
-        sinks = self._ctx.circuits() if self._ctx.circuits is not None else None
-        paused = any(circuit["state"] == "open" for circuit in (sinks or {}).values())
+        stages = self._ctx.status.report() if self._ctx.status is not None else None
+        troubled = any(stage["state"] != "running" for stage in (stages or {}).values())
         healthy = self._ctx.ready and not required_down
-        status = "ok" if healthy and not optional_down and not paused else "degraded" if healthy else "unavailable"
-        lag = self._ctx.lag() if self._ctx.lag is not None else None
-        body = {"status": status, "ready": self._ctx.ready, "dependencies": dependencies, "consumer_lag": lag,
-                "sinks": sinks}
+        status = "ok" if healthy and not optional_down and not troubled else "degraded" if healthy else "unavailable"
+        body = {"status": status, "ready": self._ctx.ready, "dependencies": dependencies, "stages": stages}
         return (200 if healthy else 503), body
 
     async def close(self) -> None:
@@ -115,7 +118,47 @@ async def health(ctx: ApiContext, call: Call) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
+_LAG = {
+    "type": "object", "additionalProperties": False, "required": ["records", "seconds"],
+    "properties": {
+        "records": {"type": "integer", "minimum": 0, "description": "Log end minus the committed offset."},
+        "seconds": {"type": ["number", "null"], "minimum": 0,
+                    "description": "Newest record's time minus the last committed record's (null: not known yet)."},
+    },
+}
+
 SCHEMAS: dict[str, dict[str, Any]] = {
+    "Circuit": {
+        "type": "object", "additionalProperties": False, "required": ["state", "failures", "open_since", "last_error"],
+        "properties": {
+            "state": {"type": "string", "enum": ["closed", "open"]},
+            "failures": {"type": "integer", "minimum": 0},
+            "open_since": {"type": ["number", "null"], "description": "Epoch seconds."},
+            "last_error": {"type": "string", "description": "The kind of the last error."},
+        },
+    },
+    "Stage": {
+        "type": "object", "additionalProperties": False,
+        "required": ["state", "paused_by", "last_commit_at", "lag", "circuits"],
+        "properties": {
+            "state": {"type": "string", "enum": ["starting", "running", "paused", "stalled"]},
+            "paused_by": {
+                "type": ["object", "null"], "additionalProperties": False, "required": ["sink", "since", "error"],
+                "properties": {"sink": {"type": "string"}, "since": {"type": ["number", "null"]},
+                               "error": {"type": "string"}},
+            },
+            "last_commit_at": {"type": ["number", "null"], "description": "Epoch seconds of the last commit."},
+            "lag": {
+                "type": "object", "additionalProperties": False, "required": ["records", "seconds", "partitions"],
+                "properties": {
+                    "records": {"type": "integer", "minimum": 0},
+                    "seconds": {"type": ["number", "null"], "minimum": 0},
+                    "partitions": {"type": "object", "additionalProperties": _LAG},
+                },
+            },
+            "circuits": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Circuit"}},
+        },
+    },
     "Dependency": {
         "type": "object", "additionalProperties": False, "required": ["status", "latency_ms", "required"],
         "properties": {
@@ -127,7 +170,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Health": {
         "type": "object", "additionalProperties": False,
-        "required": ["status", "ready", "dependencies", "consumer_lag", "sinks"],
+        "required": ["status", "ready", "dependencies", "stages"],
         "properties": {
             "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
             "ready": {"type": "boolean", "description": "Whether the API has started (keys and stores open)."},
@@ -135,24 +178,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "object", "additionalProperties": False, "required": list(DEPENDENCIES),
                 "properties": {name: {"$ref": "#/components/schemas/Dependency"} for name in DEPENDENCIES},
             },
-            "sinks": {
+            "stages": {
                 "type": ["object", "null"],
-                "description": "Each sink's circuit breaker (null: no consumer in this process). An open circuit: "
-                               "consumption is paused and the write retried with backoff.",
-                "additionalProperties": {
-                    "type": "object", "additionalProperties": False,
-                    "required": ["state", "failures", "open_since", "last_error"],
-                    "properties": {
-                        "state": {"type": "string", "enum": ["closed", "open"]},
-                        "failures": {"type": "integer", "minimum": 0},
-                        "open_since": {"type": ["number", "null"], "description": "Epoch seconds."},
-                        "last_error": {"type": "string"},
-                    },
-                },
-            },
-            "consumer_lag": {
-                "type": ["object", "null"], "additionalProperties": {"type": "integer", "minimum": 0},
-                "description": "Records behind the log end per input topic (null: no consumer in this process).",
+                "description": "Each stage running in this process (null: none, e.g. `tickwire api`).",
+                "additionalProperties": {"$ref": "#/components/schemas/Stage"},
             },
         },
     },

@@ -1,6 +1,6 @@
 """The query API inside the worker: every route on Faust's aiohttp web server
 (``settings.api_host:api_port``), reading the stores through the worker's own
-connections.
+connections (ClickHouse through the read-only session pool: never a stage's session).
 
 Why Faust's web server: with chDB the worker process is the only one that can
 read ClickHouse, and Faust already runs an aiohttp server on the worker's event
@@ -8,27 +8,29 @@ loop (the operator SQL route lives there too), so the API adds no second
 server, port or framework; ``tickwire api`` serves the same aiohttp handlers on
 a bare aiohttp application.
 
-Importing this module registers the routes and :class:`ApiService`; the service
-starts after the batch source (Faust starts its services in registration
-order), so the stores are open when it sets the API ready. Until then ``/v1``
-answers 503 and ``/health`` reports ``ready: false``.
+:func:`serve_api` registers the routes and :class:`ApiService`; the service
+starts after the stages (Faust starts its services in registration order), so
+the stores are open when it sets the API ready. Until then ``/v1`` answers
+503 and ``/health`` reports ``ready: false``.
 
-Answers of ClickHouse reads are kept until the worker's next checkpoint commit
-when ClickHouse is chDB (this process is then its only writer), and for
-:data:`~pipeline.api.answer_cache.SHARED_STORE_TTL_S` seconds when it is a
-server other workers write too (:mod:`pipeline.api.answer_cache`).
+Answers of ClickHouse reads are kept until the next checkpoint of a stage
+that writes ClickHouse when it is chDB (this process is then its only
+writer), and for :data:`~pipeline.api.answer_cache.SHARED_STORE_TTL_S` seconds
+when it is a server other workers write too (:mod:`pipeline.api.answer_cache`).
 """
 
 from __future__ import annotations
 
 import logging
 
+import faust
 from mode import Service
 
-from pipeline.api.answer_cache import AnswerCache, for_seconds, until_commit
+from pipeline.api.answer_cache import for_seconds, until_commit
 from pipeline.api.app import mount
-from pipeline.api.context import ApiContext
-from pipeline.runtime.app import app, connections, settings, source
+from pipeline.api.context import ApiContext, PipelineView
+from pipeline.config import Settings
+from pipeline.stores.connections import Connections
 
 log = logging.getLogger("tickwire.api")
 
@@ -42,23 +44,17 @@ class ApiService(Service):
 
     async def on_start(self) -> None:
         await self.ctx.start()
-        log.info("query API ready at %s (OpenAPI document at /openapi.json)", settings.api_url)
+        log.info("query API ready at %s (OpenAPI document at /openapi.json)", self.ctx.settings.api_url)
 
     async def on_stop(self) -> None:
         await self.ctx.close()
 
 
-def _commits() -> int | None:
-    """Checkpoint commits of this worker's source so far (None before its checkpoint exists)."""
-    return None if source.checkpoint is None else source.checkpoint.commits
-
-
-def _answer_cache() -> AnswerCache:
-    return until_commit(_commits) if settings.chdb_path is not None else for_seconds()
-
-
-context = ApiContext(settings, analytics=connections.analytics, cache=connections.cache, vectors=connections.vectors,
-                     graph=connections.graph, lag=source.lag, owns_stores=False, answers=_answer_cache(),
-                     circuits=source.circuits)
-mount(app.web.web_app.router, context)
-app.service(ApiService(context))
+def serve_api(app: faust.App, settings: Settings, connections: Connections, status: PipelineView) -> ApiContext:
+    """Mount the API on ``app``'s web server, reading ``connections`` and reporting ``status``."""
+    answers = until_commit(status.version) if settings.chdb_path is not None else for_seconds()
+    context = ApiContext(settings, analytics=connections.analytics, cache=connections.cache, vectors=connections.vectors,
+                         graph=connections.graph, status=status, owns_stores=False, answers=answers)
+    mount(app.web.web_app.router, context)
+    app.service(ApiService(context))
+    return context

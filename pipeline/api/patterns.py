@@ -72,7 +72,7 @@ def _direction(vector: list[float]) -> list[float] | None:
 async def similar(ctx: ApiContext, call: Call) -> dict[str, Any]:
     symbol, timeframe, broker = call.params["symbol"], call.params["timeframe"], call.params["broker"]
     async with ctx.using("clickhouse"):
-        shapes = await shapes_of_symbol(ctx.analytics, timeframe, call.tenant, symbol, broker)
+        shapes = await shapes_of_symbol(ctx.reads, timeframe, call.tenant, symbol, broker)
     if not shapes:
         return {"query": None, "data": []}
     shape = min(shapes.values(), key=lambda s: (-s.window_end_ms, s.series[1]))  # newest bar, then broker name

@@ -33,9 +33,9 @@ async def signals(ctx: ApiContext, call: Call) -> dict[str, Any]:
         if call.params[name] is not None:
             where.append(f"{name} = {{{name}:String}}")
             parameters[name] = call.params[name]
-    sql = SIGNALS_SQL.replace("{db}", ctx.analytics.database).replace("{where}", " AND ".join(where))
+    sql = SIGNALS_SQL.replace("{db}", ctx.reads.database).replace("{where}", " AND ".join(where))
     async with ctx.using("clickhouse"):
-        columns, rows = await ctx.analytics.query(sql, parameters)
+        columns, rows = await ctx.reads.query(sql, parameters)
     return {"data": [dict(zip(columns, row)) for row in rows], "next_cursor": page.next_cursor([row[4] for row in rows])}
 
 

@@ -72,9 +72,9 @@ async def history(ctx: ApiContext, call: Call) -> dict[str, Any]:
 
 
 async def _query(ctx: ApiContext, where: list[str], parameters: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
-    sql = TICKS_SQL.replace("{db}", ctx.analytics.database).replace("{where}", " AND ".join(where))
+    sql = TICKS_SQL.replace("{db}", ctx.reads.database).replace("{where}", " AND ".join(where))
     async with ctx.using("clickhouse"):
-        return await ctx.analytics.query(sql, parameters)
+        return await ctx.reads.query(sql, parameters)
 
 
 _NUMBER = {"type": "number"}

@@ -62,13 +62,22 @@ def topics_apply() -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--stages", help="Stages to run, comma separated (default TICKWIRE_STAGES: ingest,signals,patterns,graph).")
 @click.pass_context
-def worker(ctx: click.Context) -> None:
+def worker(ctx: click.Context, stages: str | None) -> None:
     """Run the Faust worker (extra arguments go to Faust, e.g. ``-l info``)."""
-    _settings()
+    from pipeline.config import SettingsError, load_settings
+
+    settings = _settings()
+    if stages is not None:
+        try:
+            settings = load_settings(**{**settings.model_dump(), "stages": stages})
+        except SettingsError as exc:
+            console.print(f"[red]{exc}[/red]")
+            sys.exit(2)
     from pipeline.runtime.worker import run
 
-    run(list(ctx.args) or ["-l", "info"])
+    run(settings, list(ctx.args) or ["-l", "info"])
 
 
 @cli.command()

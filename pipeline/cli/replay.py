@@ -9,15 +9,22 @@ import sys
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from pipeline.config import SettingsError, get_settings
+from pipeline.config import STAGE_NAMES, SettingsError, get_settings
 from pipeline.ingest.producer import MT5Producer
 from pipeline.ops.dead_letters import read_dead_letters
 from pipeline.ops.replay import Bound, ReplayError, ReplayPlan, ReplayProgress, replay
-from pipeline.runtime.processing import TOPIC_HANDLERS
-from pipeline.runtime.sink_set import ROLES
+from pipeline.runtime.topology import ROLES
 
 console = Console()
 err = Console(stderr=True)
@@ -36,30 +43,33 @@ def _bound(text: str | None) -> Bound | None:
 
 
 @click.command("replay")
-@click.option("--topic", "topics", multiple=True, default=tuple(TOPIC_HANDLERS), show_default=True,
-              type=click.Choice(list(TOPIC_HANDLERS)), help="Input topic(s) to replay.")
+@click.option("--stages", default=",".join(STAGE_NAMES), show_default=True,
+              help="Stages to replay, comma separated; each reads its own input topics, upstream first.")
 @click.option("--from", "start", help="Start: P:O[,P:O..] offsets, epoch ms or ISO time (record time). Default: log start.")
 @click.option("--to", "end", help="End (exclusive), same forms. Default: the log end when the replay reaches it.")
 @click.option("--tenant", "tenants", multiple=True, help="Only these tenants.")
 @click.option("--symbol", "symbols", multiple=True, help="Only these symbols.")
 @click.option("--sinks", "roles", default=",".join(ROLES), show_default=True, help="Roles to write, comma separated.")
 @click.option("--fresh", is_flag=True, help="Ignore a saved unfinished run of the same replay.")
-def replay_command(topics: tuple[str, ...], start: str | None, end: str | None, tenants: tuple[str, ...],
+def replay_command(stages: str, start: str | None, end: str | None, tenants: tuple[str, ...],
                    symbols: tuple[str, ...], roles: str, fresh: bool) -> None:
-    """Replay retained records through the pipeline (backfill). Idempotent; resumable; Ctrl-C stops cleanly."""
+    """Replay retained records through the pipeline's stages (backfill). Idempotent; resumable; Ctrl-C stops cleanly."""
     settings = _settings()
     try:
-        plan = ReplayPlan(tuple(topics), _bound(start), _bound(end), frozenset(tenants), frozenset(symbols),
-                          frozenset(r.strip() for r in roles.split(",") if r.strip()))
+        plan = ReplayPlan(tuple(s.strip() for s in stages.split(",") if s.strip()), _bound(start), _bound(end),
+                          frozenset(tenants), frozenset(symbols), frozenset(r.strip() for r in roles.split(",") if r.strip()))
     except ReplayError as exc:
         err.print(f"[red]{exc}[/red]")
         sys.exit(2)
-    progress = Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]:>9,.0f} rec/s"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console)
-    task = progress.add_task("replay", total=None, rate=0.0)
+    progress = Progress(TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]:>9,.0f} rec/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=console)
+    tasks: dict[str, TaskID] = {}
 
     def on_progress(p: ReplayProgress) -> None:
-        progress.update(task, completed=p.records, total=p.total, rate=p.rate)
+        if p.stage not in tasks:
+            tasks[p.stage] = progress.add_task(p.stage, total=None, rate=0.0)
+        progress.update(tasks[p.stage], completed=p.records, total=p.total, rate=p.rate)
 
     async def run():  # type: ignore[no-untyped-def]
         stop = asyncio.Event()
@@ -73,11 +83,12 @@ def replay_command(topics: tuple[str, ...], start: str | None, end: str | None, 
     except ReplayError as exc:
         err.print(f"[red]{exc}[/red]")
         sys.exit(1)
-    p = report.progress
     verb = "resumed and " if report.resumed else ""
-    console.print(f"replay {report.plan_id}: {verb}{'finished' if report.complete else 'stopped'}: {p.records:,} records "
-                  f"in {report.seconds:.1f} s ({p.records / max(report.seconds, 1e-9):,.0f}/s); "
-                  f"{p.skipped_invalid:,} invalid skipped, {p.filtered_out:,} filtered out")
+    console.print(f"replay {report.plan_id}: {verb}{'finished' if report.complete else 'stopped'}: {report.records:,} records "
+                  f"in {report.seconds:.1f} s ({report.records / max(report.seconds, 1e-9):,.0f}/s)")
+    for p in report.progress:
+        console.print(f"  {p.stage}: {p.records:,} records; {p.skipped_invalid:,} invalid skipped, "
+                      f"{p.filtered_out:,} filtered out, {p.failed:,} failed")
     if not report.complete:
         console.print("run the same command again to resume")
         sys.exit(130)

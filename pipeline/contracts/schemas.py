@@ -188,11 +188,22 @@ class EnrichedSignal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return self.signal.key
 
 
-DlqReason = Literal["oversize", "malformed_json", "schema_violation", "unknown_version", "processing_error"]
+DlqReason = Literal[
+    "oversize", "malformed_json", "schema_violation", "unknown_version", "duplicate_key", "key_mismatch",
+    "price_out_of_range", "crossed_quote", "future_time", "store_rejected", "processing_error",
+]
+#: Every reason, in the order of the pipeline (decode, domain checks, stores).
+DLQ_REASONS: tuple[str, ...] = DlqReason.__args__  # type: ignore[attr-defined]  # a Literal's values
 
 
 class DeadLetter(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """``dlq.v1``: an unprocessable record, its original bytes and its origin."""
+    """``dlq.v1``: an unprocessable record, its original bytes (or their head) and its origin.
+
+    ``stage`` says which stage refused it (null: written before stages existed). When the
+    record was too large to carry, ``value_b64`` holds only its first bytes
+    (``value_truncated``), with the full length and SHA-256: the whole record can be read
+    from ``topic``/``partition``/``offset`` while the source topic retains it.
+    """
 
     v: Literal[1]
     reason: DlqReason
@@ -204,6 +215,11 @@ class DeadLetter(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     key_b64: str | None
     value_b64: str | None
     failed_at_ms: Annotated[int, msgspec.Meta(ge=0)]
+    stage: str | None = None
+    value_size: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    value_sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")] | None = None
+    value_truncated: bool = False
+    key_truncated: bool = False
 
 
 SCHEMA_TYPES: dict[str, type[msgspec.Struct]] = {

@@ -22,6 +22,7 @@ log = logging.getLogger("tickwire.circuit")
 @dataclass
 class CircuitBreaker:
     name: str
+    stage: str = ""
     state: Literal["closed", "open"] = "closed"
     failures: int = 0
     opened_at: float | None = None
@@ -30,7 +31,7 @@ class CircuitBreaker:
     _opened_monotonic: float = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
-        SINK_CIRCUIT_OPEN.labels(self.name).set(0)
+        SINK_CIRCUIT_OPEN.labels(self.stage, self.name).set(0)
 
     def failed(self, exc: BaseException) -> bool:
         """Record a failed write; True if this opened the circuit."""
@@ -40,18 +41,19 @@ class CircuitBreaker:
         if self.state == "open":
             return False
         self.state, self.opened_at, self._opened_monotonic = "open", time.time(), time.monotonic()
-        SINK_CIRCUIT_OPEN.labels(self.name).set(1)
-        log.warning("sink %s unavailable, pausing consumption and retrying with backoff: %s", self.name, self.last_error)
+        SINK_CIRCUIT_OPEN.labels(self.stage, self.name).set(1)
+        log.warning("stage %s: sink %s unavailable, pausing the stage and retrying with backoff: %s", self.stage, self.name,
+                    self.last_error)
         return True
 
     def succeeded(self) -> bool:
         """Record a successful write; True if this closed the circuit."""
         if self.state == "closed":
             return False
-        log.warning("sink %s recovered after %d failed attempts in %.1f s; resuming",
-                    self.name, self.failures, time.monotonic() - self._opened_monotonic)
+        log.warning("stage %s: sink %s recovered after %d failed attempts in %.1f s; resuming",
+                    self.stage, self.name, self.failures, time.monotonic() - self._opened_monotonic)
         self.state, self.failures, self.opened_at = "closed", 0, None
-        SINK_CIRCUIT_OPEN.labels(self.name).set(0)
+        SINK_CIRCUIT_OPEN.labels(self.stage, self.name).set(0)
         return True
 
     def snapshot(self) -> dict[str, object]:

@@ -1,39 +1,38 @@
 """Candles computed from the stored, deduplicated ticks, at checkpoint time.
 
-The candle agent feeds ticks to :meth:`CandleBuilder.track`, which only
-decides *which* bars closed or were amended (see pipeline.derive.bar_clock); the
-flush computes them. It is flushed after the ticks
-sink, so every tick of a closed bar is already in ClickHouse, and it computes
-each bar with one aggregation over ``ticks FINAL``. So a bar is a pure
-function of the ticks stored for its window: redelivery, a restart or a replay
-recompute the same bar, and the upsert (ReplacingMergeTree keyed by the bar's
-identity, version = tick count) keeps one row per bar. Each computed bar is
-also published to ``candles.v1`` and handed, as a :class:`BarBatch` on a Faust
-channel, to the agents that derive from closed bars (patterns, correlations);
-the flush returns once they have taken the bars into their own sinks, which
-the checkpoint flushes next.
+The ingest stage feeds ticks to :meth:`CandleBuilder.track`, which only
+decides *which* bars closed or were amended (see pipeline.derive.bar_clock);
+the flush computes them. It is flushed after the ticks sink, so every tick of
+a closed bar is already in ClickHouse, and it computes each bar with one
+aggregation over ``ticks FINAL``. So a bar is a pure function of the ticks
+stored for its window: redelivery, a restart or a replay recompute the same
+bar, and the upsert (ReplacingMergeTree keyed by the bar's identity, version =
+tick count) keeps one row per bar. Each computed bar is then published to
+``candles.v1``, from which the patterns and graph stages derive (a bar is on
+the topic only once it is in ClickHouse).
+
+Each pending bar remembers the tick record that closed or amended it (the
+newest tick of its series in that batch): if the store refuses the bar, that
+record is dead-lettered.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections import defaultdict
-from typing import Awaitable, Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
-import faust
 import msgspec
 
 from pipeline.contracts.schemas import Candle, Tick
 from pipeline.contracts.timeframes import Timeframe
-from pipeline.core.batch import Handoff
+from pipeline.contracts.topics import CANDLES_TOPIC
+from pipeline.core.codec import RawRecord
 from pipeline.core.metrics import LATE_TICKS
 from pipeline.derive.bar_clock import BarClock, BarWindow, ClockEvents
-from pipeline.sinks.base import Sink
+from pipeline.sinks.base import ItemSink
 from pipeline.sinks.topic import TopicPublisher
-from pipeline.stores.analytics import AnalyticsStore
+from pipeline.stores.analytics import AnalyticsSession
 from pipeline.stores.analytics_tables import CANDLES_COLUMNS
-
-CANDLES_TOPIC = "candles.v1"
 
 # One row per bar of the given series within [lo, hi). Ties in time are broken by
 # the source position so that open/close are deterministic.
@@ -73,46 +72,34 @@ WHERE toUnixTimestamp64Milli(t.time) < f.q.4
 GROUP BY tenant, broker, symbol
 """
 
-
-class BarBatch(Handoff):
-    """Bars computed in one flush, handed to the agents that derive from closed bars."""
-
-    def __init__(self, bars: list[Candle]) -> None:
-        super().__init__()
-        self.bars = bars
-
-
+Series = tuple[str, str, str]
 _encoder = msgspec.json.Encoder()
 
 
-BarsCallback = Callable[[list[Candle]], Awaitable[None] | None]
-
-
-class CandleBuilder(Sink):
+class CandleBuilder(ItemSink[BarWindow]):
     """Tracks event time (its :class:`BarClock`) and computes the bars that close or are amended.
 
-    ``store_bars=False`` computes and hands on bars without writing them to ClickHouse
+    ``store_bars=False`` computes and publishes bars without writing them to ClickHouse
     (a replay that does not write the analytics role); ``publisher=None`` does not
     publish them.
     """
 
     def __init__(
         self,
-        store: AnalyticsStore,
+        session: AnalyticsSession,
         publisher: TopicPublisher | None,
         timeframes: Sequence[Timeframe],
         lateness_ms: int,
         *,
         store_bars: bool = True,
     ) -> None:
-        self._store = store
+        self._session = session
         self._publisher = publisher
         self._timeframes = {tf.name: tf for tf in timeframes}
         self._clock = BarClock(timeframes, lateness_ms)
         self._store_bars = store_bars
-        self._receivers: list[BarsCallback] = []
-        self._pending: set[BarWindow] = set()
-        self._first_seen: dict[tuple[str, str, str], int] = {}
+        self._pending: dict[BarWindow, RawRecord | None] = {}
+        self._first_seen: dict[Series, tuple[int, RawRecord | None]] = {}
 
     @property
     def name(self) -> str:
@@ -122,81 +109,68 @@ class CandleBuilder(Sink):
     def pending(self) -> int:
         return len(self._pending) + len(self._first_seen)
 
-    def on_bars(self, receiver: BarsCallback) -> None:
-        """Call ``receiver`` with each flush's bars; the flush waits for it (and its awaitable) to finish."""
-        self._receivers.append(receiver)
-
-    def bar_channel(self, app: faust.App) -> faust.ChannelT:
-        """A new channel on which one agent receives every flush's bars as a :class:`BarBatch`."""
-        channel = app.channel(maxsize=8)
-
-        async def deliver(bars: list[Candle]) -> None:
-            handoff = BarBatch(bars)
-            handoff.expect(1)
-            await channel.send(value=handoff)
-            await handoff.done
-
-        self.on_bars(deliver)
-        return channel
-
-    def track(self, ticks: Iterable[Tick]) -> None:
-        """Advance the event-time clock over ``ticks``; queue the bars they close or amend."""
-        by_series: dict[tuple[str, str, str], list[float]] = {}
-        for tick in ticks:
+    def track(self, messages: Iterable[tuple[RawRecord, Tick]]) -> None:
+        """Advance the event-time clock over the ticks; queue the bars they close or amend."""
+        by_series: dict[Series, list[float]] = {}
+        newest: dict[Series, RawRecord] = {}
+        for record, tick in messages:
             series = (tick.tenant, tick.broker, tick.symbol)
             times = by_series.get(series)
             if times is None:
                 by_series[series] = [tick.time_msc]
             else:
                 times.append(tick.time_msc)
+            newest[series] = record
         events = ClockEvents()
         for series, times in by_series.items():
             self._clock.observe_series(series, times, events)
-        self._pending.update(events.closed)
-        self._pending.update(events.amended)
-        self._first_seen.update(events.first_seen)
+        for window in (*events.closed, *events.amended):
+            self._pending[window] = newest[window.tenant, window.broker, window.symbol]
+        for series, first in events.first_seen.items():
+            self._first_seen[series] = (first, newest[series])
         for (timeframe, outcome), count in events.late.items():
             LATE_TICKS.labels(timeframe, outcome).inc(count)
 
-    async def flush(self) -> None:
-        """Compute, store, publish and hand on every pending bar. Idempotent; keeps the
-        pending set until everything succeeded, so a failed flush is retried whole."""
-        if self._first_seen:
-            self._pending.update(await self._bars_open_before())
-        if not self._pending:
-            self._first_seen.clear()
-            return
-        bars: list[Candle] = []
-        by_timeframe: dict[str, list[BarWindow]] = defaultdict(list)
-        for window in self._pending:
-            by_timeframe[window.timeframe].append(window)
-        for name, windows in by_timeframe.items():
-            bars += await self.compute(self._timeframes[name], windows)
-        if bars:
-            if self._store_bars:
-                await self._store.insert_columns("candles", CANDLES_COLUMNS, _columns(bars))
-            if self._publisher is not None:
-                for bar in bars:
-                    await self._publisher.add(CANDLES_TOPIC, bar.key.encode(), _encoder.encode(bar))
-            for receiver in self._receivers:
-                received = receiver(bars)
-                if inspect.isawaitable(received):
-                    await received
-        self._pending.clear()
-        self._first_seen.clear()
-
-    async def _bars_open_before(self) -> set[BarWindow]:
-        """For series first seen by this process (a restart, a replay), the bars that were open
+    async def _prepare(self) -> None:
+        """For series first seen by this process (a restart, a replay), queue the bars that were open
         before their first tick here: those may have closed without being computed."""
-        firsts = [(*series, first) for series, first in self._first_seen.items()]
-        _, rows = await self._store.query(PREVIOUS_TICK_SQL.replace("{db}", self._store.database), {"firsts": firsts})
-        windows = set()
+        if not self._first_seen:
+            return
+        firsts = [(*series, first) for series, (first, _) in self._first_seen.items()]
+        _, rows = await self._session.query(PREVIOUS_TICK_SQL.replace("{db}", self._session.database), {"firsts": firsts})
         for tenant, broker, symbol, previous_ms in rows:
-            first = self._first_seen[tenant, broker, symbol]
+            first, origin = self._first_seen[tenant, broker, symbol]
             for tf in self._timeframes.values():
                 if tf.window_start(int(previous_ms)) < tf.window_start(first):
-                    windows.add(BarWindow(tenant, broker, symbol, tf.name, tf.window_start(int(previous_ms))))
-        return windows
+                    self._pending.setdefault(BarWindow(tenant, broker, symbol, tf.name, tf.window_start(int(previous_ms))),
+                                             origin)
+        self._first_seen.clear()
+
+    def _items(self) -> list[BarWindow]:
+        return sorted(self._pending)
+
+    async def _write(self, windows: Sequence[BarWindow]) -> None:
+        """Compute, store and publish the bars of ``windows``. Idempotent."""
+        bars: list[Candle] = []
+        by_timeframe: dict[str, list[BarWindow]] = defaultdict(list)
+        for window in windows:
+            by_timeframe[window.timeframe].append(window)
+        for name, group in by_timeframe.items():
+            bars += await self.compute(self._timeframes[name], group)
+        if not bars:
+            return
+        if self._store_bars:
+            await self._session.insert_columns("candles", CANDLES_COLUMNS, _columns(bars))
+        if self._publisher is not None:
+            for bar in bars:
+                origin = self._pending.get(BarWindow(bar.tenant, bar.broker, bar.symbol, bar.timeframe, bar.start_ms))
+                await self._publisher.add(CANDLES_TOPIC, bar.key.encode(), _encoder.encode(bar), origin)
+
+    def _origin(self, item: BarWindow) -> RawRecord | None:
+        return self._pending.get(item)
+
+    def _clear(self) -> None:
+        self._pending.clear()
 
     async def compute(self, timeframe: Timeframe, windows: Sequence[BarWindow]) -> list[Candle]:
         """The bars of ``windows`` (one timeframe) from the stored ticks; windows without ticks give none."""
@@ -204,8 +178,8 @@ class CandleBuilder(Sink):
         series = sorted({(w.tenant, w.broker, w.symbol) for w in windows})
         lo = min(w.start_ms for w in windows)
         hi = max(w.start_ms for w in windows) + timeframe.ms
-        _, rows = await self._store.query(
-            BARS_SQL.replace("{db}", self._store.database),
+        _, rows = await self._session.query(
+            BARS_SQL.replace("{db}", self._session.database),
             {"tf": timeframe.ms, "series": series, "lo": lo, "hi": hi},
         )
         bars = []

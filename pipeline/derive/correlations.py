@@ -1,6 +1,7 @@
 """Symbol–symbol correlation edges, derived from stored closed bars.
 
-When bars of (tenant, broker, timeframe) close, the builder loads the closes
+The graph stage feeds it the bars of ``candles.v1``. When bars of (tenant, broker,
+timeframe) close, the builder loads the closes
 of the last ``window_bars + 1`` bar windows of every symbol of that tenant and
 broker from ClickHouse ``candles FINAL``, computes the Pearson correlation of
 each pair's log returns over the windows both have (at least ``min_samples``),
@@ -20,8 +21,9 @@ import numpy as np
 
 from pipeline.contracts.schemas import Candle
 from pipeline.contracts.timeframes import Timeframe
-from pipeline.sinks.base import Sink
-from pipeline.stores.analytics import AnalyticsStore
+from pipeline.core.codec import RawRecord
+from pipeline.sinks.base import ItemSink
+from pipeline.stores.analytics import AnalyticsSession
 from pipeline.stores.graph.base import CorrelationEdge, GraphStore
 
 CLOSES_SQL = """
@@ -32,15 +34,21 @@ WHERE tenant = {tenant:String} AND broker = {broker:String} AND timeframe = {tf:
 """
 
 
-class CorrelationBuilder(Sink):
-    def __init__(self, store: AnalyticsStore, graph: GraphStore, timeframes: Sequence[Timeframe],
+#: A pending slot: (tenant, broker, timeframe).
+Slot = tuple[str, str, str]
+
+
+class CorrelationBuilder(ItemSink[Slot]):
+    """Pending slots remember the latest bar end seen and the ``candles.v1`` record of that bar."""
+
+    def __init__(self, session: AnalyticsSession, graph: GraphStore, timeframes: Sequence[Timeframe],
                  window_bars: int, min_samples: int) -> None:
-        self._store = store
+        self._session = session
         self._graph = graph
         self._timeframes = {tf.name: tf for tf in timeframes}
         self._window = window_bars
         self._min_samples = min_samples
-        self._pending: dict[tuple[str, str, str], int] = {}  # (tenant, broker, timeframe) -> latest bar end
+        self._pending: dict[Slot, tuple[int, RawRecord | None]] = {}  # slot -> (latest bar end, its record)
 
     @property
     def name(self) -> str:
@@ -50,24 +58,35 @@ class CorrelationBuilder(Sink):
     def pending(self) -> int:
         return len(self._pending)
 
-    def add_bars(self, bars: Sequence[Candle]) -> None:
-        for bar in bars:
+    def add_bars(self, bars: Sequence[tuple[RawRecord | None, Candle]]) -> None:
+        """Queue closed bars (with the record each came from); bars of unknown timeframes are ignored."""
+        for record, bar in bars:
+            if bar.timeframe not in self._timeframes:
+                continue
             slot = (bar.tenant, bar.broker, bar.timeframe)
-            self._pending[slot] = max(self._pending.get(slot, 0), bar.end_ms)
+            current = self._pending.get(slot)
+            if current is None or bar.end_ms >= current[0]:
+                self._pending[slot] = (bar.end_ms, record)
 
-    async def flush(self) -> None:
-        if not self._pending:
-            return
+    def _items(self) -> list[Slot]:
+        return sorted(self._pending)
+
+    async def _write(self, slots: Sequence[Slot]) -> None:
         edges: list[CorrelationEdge] = []
-        for (tenant, broker, timeframe), end_ms in self._pending.items():
-            edges += await self.compute(tenant, broker, self._timeframes[timeframe], end_ms)
+        for tenant, broker, timeframe in slots:
+            edges += await self.compute(tenant, broker, self._timeframes[timeframe], self._pending[tenant, broker, timeframe][0])
         if edges:
             await self._graph.upsert_correlations(edges)
+
+    def _origin(self, item: Slot) -> RawRecord | None:
+        return self._pending[item][1]
+
+    def _clear(self) -> None:
         self._pending.clear()
 
     async def compute(self, tenant: str, broker: str, timeframe: Timeframe, end_ms: int) -> list[CorrelationEdge]:
         """Edges of every symbol pair of (tenant, broker) over the window ending at ``end_ms``."""
-        _, rows = await self._store.query(CLOSES_SQL.replace("{db}", self._store.database), {
+        _, rows = await self._session.query(CLOSES_SQL.replace("{db}", self._session.database), {
             "tenant": tenant, "broker": broker, "tf": timeframe.name,
             "lo": end_ms - (self._window + 1) * timeframe.ms, "hi": end_ms,
         })

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.derive.embedding import WINDOW_BARS, embed
-from pipeline.stores.analytics import AnalyticsStore
+from pipeline.stores.analytics import Queries
 
 #: (tenant, broker, symbol)
 Series = tuple[str, str, str]
@@ -49,7 +49,7 @@ class Shape:
     vector: tuple[float, ...] | None
 
 
-async def shapes_of(store: AnalyticsStore, timeframe: str, series: Collection[Series]) -> dict[Series, Shape]:
+async def shapes_of(store: Queries, timeframe: str, series: Collection[Series]) -> dict[Series, Shape]:
     """The current shape of each of ``series`` that has one."""
     if not series:
         return {}
@@ -57,7 +57,7 @@ async def shapes_of(store: AnalyticsStore, timeframe: str, series: Collection[Se
                          {"series": sorted(series)})
 
 
-async def shapes_of_symbol(store: AnalyticsStore, timeframe: str, tenant: str, symbol: str,
+async def shapes_of_symbol(store: Queries, timeframe: str, tenant: str, symbol: str,
                            broker: str | None = None) -> dict[Series, Shape]:
     """The current shape of ``symbol`` of ``tenant`` at each broker (or only ``broker``) that has one."""
     where = "tenant = {tenant:String} AND symbol = {symbol:String}"
@@ -68,7 +68,7 @@ async def shapes_of_symbol(store: AnalyticsStore, timeframe: str, tenant: str, s
     return await _shapes(store, timeframe, where, parameters)
 
 
-async def _shapes(store: AnalyticsStore, timeframe: str, where: str, parameters: dict[str, Any]) -> dict[Series, Shape]:
+async def _shapes(store: Queries, timeframe: str, where: str, parameters: dict[str, Any]) -> dict[Series, Shape]:
     sql = _BARS_SQL.replace("{db}", store.database).replace("{where}", where)
     _, rows = await store.query(sql, {**parameters, "tf": timeframe, "n": WINDOW_BARS + 1})
     bars: dict[Series, list[tuple[Any, ...]]] = defaultdict(list)

@@ -19,13 +19,16 @@ from typing import Sequence
 
 import numpy as np
 
-WINDOW_BARS = 32
-DIMENSION = WINDOW_BARS + 4
+from pipeline.contracts.patterns import DIMENSION, WINDOW_BARS
+
+__all__ = ["DIMENSION", "WINDOW_BARS", "embed"]
+
 _MIN_STD = 1e-12
 
 
 def embed(closes: Sequence[float], highs: Sequence[float], lows: Sequence[float], spreads: Sequence[float]) -> tuple[tuple[float, ...], float] | None:
-    """``(vector, volatility)`` of the last ``WINDOW_BARS + 1`` bars given, or None for a flat window."""
+    """``(vector, volatility)`` of the last ``WINDOW_BARS + 1`` bars given, or None for a flat window
+    (or one whose vector would not be finite)."""
     if len(closes) < WINDOW_BARS + 1:
         raise ValueError(f"need {WINDOW_BARS + 1} bars, got {len(closes)}")
     close = np.asarray(closes[-(WINDOW_BARS + 1):], dtype=np.float64)
@@ -42,4 +45,6 @@ def embed(closes: Sequence[float], highs: Sequence[float], lows: Sequence[float]
     spread_level = math.log1p(float(np.mean(spread / close[1:])) / std)
     vol_level = math.log10(std)
     vector = (*map(float, shape), trend, range_level, spread_level, vol_level)
+    if not all(math.isfinite(x) for x in vector):
+        return None  # extreme bars (e.g. prices near the float limits): no shape to compare
     return vector, std

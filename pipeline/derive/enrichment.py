@@ -1,6 +1,6 @@
 """Enriched signals: each signal with the market when it was processed and similar past patterns.
 
-Flushed at checkpoint time, after the signals table, candles and patterns:
+The signals stage's sink, flushed at its checkpoint after the signals table:
 
 1. signals already published (a marker in the cache says so) are skipped,
    so redelivery and replay do not publish them again;
@@ -29,14 +29,14 @@ import redis.asyncio as redis
 
 from pipeline.contracts.schemas import EnrichedSignal, Market, Signal, SimilarPattern
 from pipeline.contracts.timeframes import Timeframe
+from pipeline.contracts.topics import ENRICHED_TOPIC
+from pipeline.core.codec import RawRecord
 from pipeline.derive.current_shape import Series, shapes_of
-from pipeline.sinks.base import Sink
+from pipeline.sinks.base import ItemSink
 from pipeline.sinks.hotcache import hot_key
 from pipeline.sinks.topic import TopicPublisher
-from pipeline.stores.analytics import AnalyticsStore
+from pipeline.stores.analytics import AnalyticsSession
 from pipeline.stores.vectors.base import VectorStore
-
-ENRICHED_TOPIC = "signals.enriched.v1"
 
 _encoder = msgspec.json.Encoder()
 
@@ -45,7 +45,7 @@ def published_key(signal: Signal) -> str:
     return f"tw:{signal.tenant}:signal-published:{signal.id}"
 
 
-class PublishedMarkers(Sink):
+class PublishedMarkers(ItemSink[str]):
     """Marks signals as published; flushed after the producer (see module docstring)."""
 
     def __init__(self, cache: redis.Redis, ttl_s: int) -> None:
@@ -64,27 +64,35 @@ class PublishedMarkers(Sink):
     def add(self, keys: Sequence[str]) -> None:
         self._keys.update(keys)
 
-    async def flush(self) -> None:
-        if not self._keys:
-            return
+    def _items(self) -> list[str]:
+        return sorted(self._keys)
+
+    async def _write(self, keys: Sequence[str]) -> None:
         async with self._cache.pipeline(transaction=False) as pipe:
-            for key in self._keys:
+            for key in keys:
                 pipe.set(key, 1, ex=self._ttl_s)
             await pipe.execute()
+
+    def _origin(self, item: str) -> None:
+        return None  # a marker is not data: if the cache refused one, the signal may be published again
+
+    def _clear(self) -> None:
         self._keys.clear()
 
 
-class SignalEnricher(Sink):
-    def __init__(self, store: AnalyticsStore, cache: redis.Redis, vectors: VectorStore, publisher: TopicPublisher,
+class SignalEnricher(ItemSink[tuple[str, str]]):
+    """Pending signals by (tenant, id), each with the record it came from."""
+
+    def __init__(self, session: AnalyticsSession, cache: redis.Redis, vectors: VectorStore, publisher: TopicPublisher,
                  markers: PublishedMarkers, pattern_timeframe: Timeframe, similar_k: int) -> None:
-        self._store = store
+        self._session = session
         self._cache = cache
         self._vectors = vectors
         self._publisher = publisher
         self._markers = markers
         self._timeframe = pattern_timeframe
         self._k = similar_k
-        self._pending: dict[tuple[str, str], Signal] = {}  # (tenant, id) -> signal
+        self._pending: dict[tuple[str, str], tuple[Signal, RawRecord | None]] = {}
 
     @property
     def name(self) -> str:
@@ -94,24 +102,33 @@ class SignalEnricher(Sink):
     def pending(self) -> int:
         return len(self._pending)
 
-    def add_signals(self, signals: Sequence[Signal]) -> None:
-        for signal in signals:
-            self._pending.setdefault((signal.tenant, signal.id), signal)
+    def add_signals(self, signals: Sequence[tuple[RawRecord | None, Signal]]) -> None:
+        for record, signal in signals:
+            self._pending.setdefault((signal.tenant, signal.id), (signal, record))
 
-    async def flush(self) -> None:
-        if not self._pending:
+    def _items(self) -> list[tuple[str, str]]:
+        return sorted(self._pending)
+
+    async def _write(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Publish the signals of ``keys`` that are not yet published, enriched."""
+        signals = await self._unpublished([self._pending[key][0] for key in keys])
+        if not signals:
             return
-        signals = await self._unpublished(list(self._pending.values()))
-        if signals:
-            markets = await self._markets(signals)
-            similar = await self._similar({(s.tenant, s.broker, s.symbol) for s in signals})
-            now_ms = int(time.time() * 1000)
-            for signal in signals:
-                series = (signal.tenant, signal.broker, signal.symbol)
-                enriched = EnrichedSignal(v=1, signal=_as_published(signal), market=markets.get(signal.id),
-                                          similar=similar.get(series, []), enriched_at_ms=now_ms)
-                await self._publisher.add(ENRICHED_TOPIC, signal.key.encode(), _encoder.encode(enriched))
-            self._markers.add([published_key(s) for s in signals])
+        markets = await self._markets(signals)
+        similar = await self._similar({(s.tenant, s.broker, s.symbol) for s in signals})
+        now_ms = int(time.time() * 1000)
+        for signal in signals:
+            series = (signal.tenant, signal.broker, signal.symbol)
+            enriched = EnrichedSignal(v=1, signal=_as_published(signal), market=markets.get(signal.id),
+                                      similar=similar.get(series, []), enriched_at_ms=now_ms)
+            await self._publisher.add(ENRICHED_TOPIC, signal.key.encode(), _encoder.encode(enriched),
+                                      self._pending[signal.tenant, signal.id][1])
+        self._markers.add([published_key(s) for s in signals])
+
+    def _origin(self, item: tuple[str, str]) -> RawRecord | None:
+        return self._pending[item][1]
+
+    def _clear(self) -> None:
         self._pending.clear()
 
     async def _unpublished(self, signals: list[Signal]) -> list[Signal]:
@@ -135,7 +152,7 @@ class SignalEnricher(Sink):
     async def _similar(self, series: set[Series]) -> dict[Series, list[SimilarPattern]]:
         """The k nearest earlier patterns (with known forward return) of each series' current shape."""
         found: dict[Series, list[SimilarPattern]] = {}
-        for key, shape in (await shapes_of(self._store, self._timeframe.name, series)).items():
+        for key, shape in (await shapes_of(self._session, self._timeframe.name, series)).items():
             if shape.vector is None:
                 continue
             matches = await self._vectors.search(key[0], shape.vector, self._k, timeframe=self._timeframe.name,

@@ -1,12 +1,15 @@
 """Pattern embeddings and their forward returns, derived from stored closed bars.
 
-For every closed (or amended) bar the builder loads the recent bars of its
-series from ClickHouse ``candles FINAL`` and, where 33 bars are known, embeds
-the window ending with that bar (pipeline.derive.embedding) and upserts it into the
-vector role under a deterministic id (tenant, broker, symbol, timeframe,
-window end). It also records the forward return of the window that ended
-``horizon`` bars earlier: log(close now / close then). Everything is a pure
-function of stored bars, so redelivery and replay rewrite the same vectors.
+The patterns stage feeds it the bars of ``candles.v1``. For every closed (or
+amended) bar the builder loads the recent bars of its series from ClickHouse
+``candles FINAL`` (a bar is on the topic only once it is stored) and, where 33
+bars are known, embeds the window ending with that bar (pipeline.derive.embedding)
+and upserts it into the vector role under a deterministic id (tenant, broker,
+symbol, timeframe, window end). It also records the forward return of the
+window that ended ``horizon`` bars earlier: log(close now / close then).
+Everything is a pure function of stored bars, so redelivery and replay rewrite
+the same vectors. Each pending bar remembers its ``candles.v1`` record: if the
+vector store refuses what was derived from it, that record is dead-lettered.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from typing import Sequence
 
 from pipeline.contracts.schemas import Candle
 from pipeline.contracts.timeframes import Timeframe
+from pipeline.core.codec import RawRecord
 from pipeline.derive.embedding import WINDOW_BARS, embed
-from pipeline.sinks.base import Sink
-from pipeline.stores.analytics import AnalyticsStore
+from pipeline.sinks.base import ItemSink
+from pipeline.stores.analytics import AnalyticsSession
 from pipeline.stores.vectors.base import Pattern, PatternKey, VectorStore
 
 # Per series: every bar from ``lo`` to ``hi``, and the ``before`` bars just before ``lo`` (however far back
@@ -42,15 +46,18 @@ ORDER BY tenant, broker, symbol, start_ms
 """
 
 Series = tuple[str, str, str]
+#: A pending bar: (timeframe, series, bar start).
+PendingBar = tuple[str, Series, int]
 
 
-class PatternBuilder(Sink):
-    def __init__(self, store: AnalyticsStore, vectors: VectorStore, timeframes: Sequence[Timeframe], horizon_bars: int) -> None:
-        self._store = store
+class PatternBuilder(ItemSink[PendingBar]):
+    def __init__(self, session: AnalyticsSession, vectors: VectorStore, timeframes: Sequence[Timeframe],
+                 horizon_bars: int) -> None:
+        self._session = session
         self._vectors = vectors
         self._timeframes = {tf.name: tf for tf in timeframes}
         self._horizon = horizon_bars
-        self._pending: dict[tuple[str, Series], set[int]] = defaultdict(set)  # (timeframe, series) -> bar starts
+        self._pending: dict[PendingBar, RawRecord | None] = {}
 
     @property
     def name(self) -> str:
@@ -58,27 +65,37 @@ class PatternBuilder(Sink):
 
     @property
     def pending(self) -> int:
-        return sum(len(starts) for starts in self._pending.values())
+        return len(self._pending)
 
-    def add_bars(self, bars: Sequence[Candle]) -> None:
-        for bar in bars:
-            self._pending[bar.timeframe, (bar.tenant, bar.broker, bar.symbol)].add(bar.start_ms)
+    def add_bars(self, bars: Sequence[tuple[RawRecord | None, Candle]]) -> None:
+        """Queue closed bars (with the record each came from); bars of unknown timeframes are ignored."""
+        for record, bar in bars:
+            if bar.timeframe in self._timeframes:
+                self._pending[bar.timeframe, (bar.tenant, bar.broker, bar.symbol), bar.start_ms] = record
 
-    async def flush(self) -> None:
-        """Upsert the patterns of pending bars, then their forward returns. Idempotent; retried whole on failure."""
-        if not self._pending:
-            return
+    def _items(self) -> list[PendingBar]:
+        return sorted(self._pending)
+
+    async def _write(self, items: Sequence[PendingBar]) -> None:
+        """Upsert the patterns of ``items``, then their forward returns. Idempotent."""
         patterns: dict[PatternKey, Pattern] = {}
         forward: dict[PatternKey, float] = {}
-        for timeframe in {tf for tf, _ in self._pending}:
-            groups = {series: starts for (tf, series), starts in self._pending.items() if tf == timeframe}
-            history = await self._history(timeframe, groups)
-            for series, starts in groups.items():
+        groups: dict[str, dict[Series, set[int]]] = defaultdict(lambda: defaultdict(set))
+        for timeframe, series, start in items:
+            groups[timeframe][series].add(start)
+        for timeframe, by_series in groups.items():
+            history = await self._history(timeframe, by_series)
+            for series, starts in by_series.items():
                 self._derive(timeframe, series, history.get(series, []), starts, patterns, forward)
         if patterns:
             await self._vectors.upsert(list(patterns.values()))
         if forward:
             await self._vectors.set_forward_returns(list(forward.items()))
+
+    def _origin(self, item: PendingBar) -> RawRecord | None:
+        return self._pending.get(item)
+
+    def _clear(self) -> None:
         self._pending.clear()
 
     async def _history(self, timeframe: str, groups: dict[Series, set[int]]) -> dict[Series, list[tuple]]:
@@ -88,8 +105,8 @@ class PatternBuilder(Sink):
         tf = self._timeframes[timeframe]
         lo = min(min(starts) for starts in groups.values())
         hi = max(max(starts) for starts in groups.values()) + WINDOW_BARS * tf.ms
-        _, rows = await self._store.query(
-            HISTORY_SQL.replace("{db}", self._store.database),
+        _, rows = await self._session.query(
+            HISTORY_SQL.replace("{db}", self._session.database),
             {"tf": timeframe, "series": sorted(groups), "lo": lo, "hi": hi, "before": WINDOW_BARS + self._horizon},
         )
         history: dict[Series, list[tuple]] = defaultdict(list)

@@ -29,10 +29,10 @@ from rich.table import Table
 from pipeline import devstack as stack
 from pipeline.config import Settings
 from pipeline.contracts.catalog import apply_catalog, load_catalog
-from pipeline.derive.enrichment import ENRICHED_TOPIC
+from pipeline.contracts.topics import ENRICHED_TOPIC, TICKS_TOPIC
 from pipeline.devstack.demo_api import show_api_examples
 from pipeline.devstack.worker_process import WorkerProcess, worker_pid_file
-from pipeline.ingest.producer import TICKS_TOPIC, MT5Producer
+from pipeline.ingest.producer import MT5Producer
 from pipeline.ingest.simulator import SimulationConfig, SimulationProgress, generate_ticks, run_simulation
 from pipeline.ops.dead_letters import read_dead_letters
 from pipeline.ops.sql_client import worker_query

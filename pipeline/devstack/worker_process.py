@@ -51,7 +51,7 @@ class WorkerProcess:
         self._log = open(self.log_file, "ab")
         env = {**os.environ, **settings_env(self.settings), **self._extra_env}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.runtime.worker", "-l", "info"],
+            [sys.executable, "-m", "pipeline", "worker", "-l", "info"],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         return self

@@ -16,10 +16,8 @@ import orjson
 
 from pipeline.config import Settings
 from pipeline.contracts.schemas import Signal, Tick
-from pipeline.stores.connections import make_producer
-
-TICKS_TOPIC = "mt5.ticks.v1"
-SIGNALS_TOPIC = "mt5.signals.v1"
+from pipeline.contracts.topics import SIGNALS_TOPIC, TICKS_TOPIC
+from pipeline.core.kafka import make_producer
 
 _tick_decoder = msgspec.json.Decoder(Tick)
 _signal_decoder = msgspec.json.Decoder(Signal)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from pipeline.contracts.schemas import DeadLetter
-from pipeline.core.dead_letters import DLQ_TOPIC
+from pipeline.contracts.topics import DLQ_TOPIC
 from pipeline.ops.topic_scan import scan_topic
 
 

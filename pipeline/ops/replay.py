@@ -1,24 +1,25 @@
-"""Replay: re-run retained records of input topics through the pipeline, for backfill.
+"""Replay: re-run retained records through the pipeline's stages, for backfill.
 
-A replay reads a range of ``mt5.ticks.v1`` / ``mt5.signals.v1`` without a
-consumer group (the live group's offsets never move), decodes with the same
-decoders, runs the same processing functions as the live agents
-(pipeline.runtime.processing) into the same sinks (pipeline.runtime.sink_set, limited to the
-chosen roles), and rebuilds what derives from them (candles, patterns, edges)
-through the same builders. Every sink is idempotent, so replaying a range
-twice changes nothing, and replaying into empty stores rebuilds them as the
-live pipeline built them.
+A replay runs the stages of the topology (:mod:`pipeline.runtime.topology`),
+upstream first, each over its own input topics, with the same decoders and
+domain checks, the same handlers and the same sinks (limited to the chosen
+roles) as the live worker: one routing table. It reads without a consumer
+group (the live groups' offsets never move). Downstream stages read what
+upstream stages publish (``candles.v1``, ``signals.enriched.v1``), including
+what the replay itself republished; every sink is idempotent, so replaying a
+range twice changes nothing, and replaying into empty stores rebuilds them as
+the live pipeline built them.
 
 Range: ``start``/``end`` are a record timestamp (epoch ms, the Kafka record
-time) or per-partition offsets; the end defaults to the log end seen when the
-replay reaches each partition (from fetch high-watermarks: tansu's ListOffsets
-end is wrong). Records that fail to decode are counted and skipped (the live
-pipeline already dead-lettered them).
+time) or per-partition offsets, applied to every stage's inputs; the end
+defaults to the log end seen when the replay reaches each partition (from
+fetch high-watermarks: tansu's ListOffsets end is wrong). Records that fail
+to decode are counted and skipped (the live pipeline already dead-lettered them).
 
-Progress is checkpointed like the worker's offsets (sinks flushed first) to
-``<state_dir>/replay/<plan id>.json``; running the same plan again resumes
-from there. A stop request (Ctrl-C) finishes the batch in hand, checkpoints
-and returns.
+Progress is checkpointed per stage like the worker's offsets (sinks flushed
+first) to ``<state_dir>/replay/<plan id>.json``; running the same plan again
+resumes from there (finished stages are not run again). A stop request
+(Ctrl-C) finishes the batch in hand, checkpoints and returns.
 """
 
 from __future__ import annotations
@@ -31,15 +32,18 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pipeline.config import Settings
+from pipeline.config import STAGE_NAMES, Settings
+from pipeline.core.batch import run_isolating
 from pipeline.core.codec import BatchDecoder
-from pipeline.runtime.checkpoint import Checkpoint
-from pipeline.runtime.processing import TOPIC_HANDLERS
-from pipeline.runtime.sink_set import ROLES, SinkSet
+from pipeline.core.domain import DomainRules
+from pipeline.core.kafka import client_options
+from pipeline.core.retry import RetryPolicy
+from pipeline.runtime.checkpoint import Checkpoint, DeadLetterLimits
+from pipeline.runtime.topology import ROLES, StageResources, StageSinks, StageSpec, after_publish, stages
 from pipeline.sinks.topic import TopicPublisher
 from pipeline.stores.connections import Connections
 
@@ -81,7 +85,7 @@ class Bound:
 
 @dataclass(frozen=True)
 class ReplayPlan:
-    topics: tuple[str, ...]
+    stages: tuple[str, ...] = STAGE_NAMES
     start: Bound | None = None
     end: Bound | None = None
     tenants: frozenset[str] = frozenset()
@@ -89,9 +93,9 @@ class ReplayPlan:
     roles: frozenset[str] = frozenset(ROLES)
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.topics if t not in TOPIC_HANDLERS]
-        if not self.topics or unknown:
-            raise ReplayError(f"replay topics must be among {', '.join(TOPIC_HANDLERS)}; got {', '.join(self.topics) or 'none'}")
+        unknown = [s for s in self.stages if s not in STAGE_NAMES]
+        if not self.stages or unknown:
+            raise ReplayError(f"--stages must be among {', '.join(STAGE_NAMES)}; got {', '.join(self.stages) or 'none'}")
         bad_roles = self.roles - set(ROLES)
         if not self.roles or bad_roles:
             raise ReplayError(f"--sinks must be among {', '.join(ROLES)}; got {', '.join(sorted(self.roles)) or 'none'}")
@@ -100,18 +104,21 @@ class ReplayPlan:
     def id(self) -> str:
         """Stable id of the plan: the name of its progress file."""
         canonical = json.dumps({
-            "topics": sorted(self.topics), "start": self.start and self.start.describe(), "end": self.end and self.end.describe(),
-            "tenants": sorted(self.tenants), "symbols": sorted(self.symbols), "roles": sorted(self.roles),
+            "stages": [s for s in STAGE_NAMES if s in self.stages], "start": self.start and self.start.describe(),
+            "end": self.end and self.end.describe(), "tenants": sorted(self.tenants), "symbols": sorted(self.symbols),
+            "roles": sorted(self.roles),
         }, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @dataclass
 class ReplayProgress:
+    stage: str = ""
     records: int = 0
     total: int | None = None
     skipped_invalid: int = 0
     filtered_out: int = 0
+    failed: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -123,19 +130,38 @@ class ReplayProgress:
 @dataclass
 class ReplayReport:
     plan_id: str
-    progress: ReplayProgress
+    #: per stage, in the order they ran
+    progress: list[ReplayProgress]
     complete: bool
     resumed: bool
     seconds: float
 
+    @property
+    def records(self) -> int:
+        return sum(p.records for p in self.progress)
+
+
+class StageProgress:
+    """Where one stage of a replay stands: next offset and end offset per partition."""
+
+    def __init__(self, owner: ProgressFile) -> None:
+        self._owner = owner
+        self.next: dict[TopicPartition, int] = {}
+        self.end: dict[TopicPartition, int] = {}
+        self.complete = False
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """The checkpoint's committer: everything before these offsets is in the sinks."""
+        self.next.update(offsets)
+        self._owner.save()
+
 
 class ProgressFile:
-    """Where a replay stands: next offset and end offset per partition; saved after each checkpoint."""
+    """Where a replay stands, per stage; saved after each checkpoint (written to a temporary file, then renamed)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.next: dict[TopicPartition, int] = {}
-        self.end: dict[TopicPartition, int] = {}
+        self.stages: dict[str, StageProgress] = {}
         self.complete = False
 
     @staticmethod
@@ -147,32 +173,34 @@ class ProgressFile:
         topic, partition = key.rsplit(":", 1)
         return TopicPartition(topic, int(partition))
 
+    def stage(self, name: str) -> StageProgress:
+        return self.stages.setdefault(name, StageProgress(self))
+
     def load(self) -> bool:
         """Read a saved, unfinished replay; False when there is none to resume."""
         try:
             state = json.loads(self.path.read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, ValueError):
             return False
-        if state.get("complete"):
+        if state.get("complete") or not isinstance(state.get("stages"), dict):
             return False
-        self.next = {self._tp(k): v for k, v in state["next"].items()}
-        self.end = {self._tp(k): v for k, v in state["end"].items()}
+        for name, saved in state["stages"].items():
+            stage = self.stage(name)
+            stage.next = {self._tp(k): v for k, v in saved["next"].items()}
+            stage.end = {self._tp(k): v for k, v in saved["end"].items()}
+            stage.complete = bool(saved["complete"])
         return True
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps({
-            "next": {self._key(tp): v for tp, v in self.next.items()},
-            "end": {self._key(tp): v for tp, v in self.end.items()},
+            "stages": {name: {"next": {self._key(tp): v for tp, v in s.next.items()},
+                              "end": {self._key(tp): v for tp, v in s.end.items()}, "complete": s.complete}
+                       for name, s in self.stages.items()},
             "complete": self.complete,
         }))
         temporary.replace(self.path)
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """The checkpoint's committer: everything before these offsets is in the sinks."""
-        self.next.update(offsets)
-        self.save()
 
 
 def progress_path(settings: Settings, plan: ReplayPlan) -> Path:
@@ -191,46 +219,65 @@ async def replay(settings: Settings, plan: ReplayPlan, *, stop: asyncio.Event, f
     except Exception as exc:  # noqa: BLE001 - explain the usual cause
         await connections.stop()
         hint = ""
-        if settings.chdb_path is not None and "lock" in str(exc).lower():
+        if settings.chdb_path is not None and any(word in str(exc).lower() for word in ("lock", "bad_arguments", "code: 36")):
             hint = " (chDB: the running worker owns the data; stop it first, or replay against a ClickHouse server)"
         raise ReplayError(f"cannot open the stores: {type(exc).__name__}: {exc}{hint}") from None
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
-                                max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20)
-    await consumer.start()
-    progress = ReplayProgress()
+    reports: list[ReplayProgress] = []
     try:
-        publisher = TopicPublisher(lambda: connections.producer)
-        sinks = SinkSet(settings, connections, publisher, plan.roles)
-        sinks.connect_bars_directly()
-        checkpoint = Checkpoint(
-            state.commit, sinks.ordered, publisher, sinks.after_publish,
-            interval_s=settings.commit_interval_ms / 1000, max_records=settings.commit_max_records,
-            stop=stop, max_backoff_s=settings.sink_retry_max_backoff_ms / 1000,
-        )
-        starts = await _position(consumer, plan, state, resumed)
-        await _run(consumer, plan, settings.max_record_bytes, settings.fetch_max_records, sinks, checkpoint, state, starts,
-                   progress, stop, on_progress)
-        await checkpoint.commit()
-        state.complete = not stop.is_set()
+        for spec in stages(plan.stages):
+            stage_state = state.stage(spec.name)
+            if stage_state.complete:
+                continue
+            progress = ReplayProgress(stage=spec.name)
+            reports.append(progress)
+            await _replay_stage(settings, spec, plan, connections, stage_state, resumed and bool(stage_state.next),
+                                progress, stop, on_progress)
+            if stop.is_set():
+                break
+            stage_state.complete = True
+            state.save()
+        state.complete = not stop.is_set() and all(state.stage(name).complete for name in plan.stages)
         state.save()
     finally:
-        await consumer.stop()
         await connections.stop()
-    return ReplayReport(plan.id, progress, state.complete, resumed, time.monotonic() - started)
+    return ReplayReport(plan.id, reports, state.complete, resumed, time.monotonic() - started)
 
 
-async def _position(consumer: AIOKafkaConsumer, plan: ReplayPlan, state: ProgressFile,
+async def _replay_stage(settings: Settings, spec: StageSpec, plan: ReplayPlan, connections: Connections,
+                        state: StageProgress, resumed: bool, progress: ReplayProgress, stop: asyncio.Event,
+                        on_progress: Callable[[ReplayProgress], None] | None) -> None:
+    publisher = TopicPublisher(lambda: connections.producer)
+    sinks = spec.build(StageResources(spec.name, settings, connections, publisher, plan.roles))
+    checkpoint = Checkpoint(
+        spec.name, state.commit, sinks.ordered, publisher, after_publish(sinks),
+        interval_s=settings.commit_interval_ms / 1000, max_records=settings.commit_max_records, stop=stop,
+        policy=RetryPolicy(settings.sink_retry_max_backoff_ms / 1000, settings.unknown_error_attempts),
+        limits=DeadLetterLimits(settings.dlq_max_envelope_bytes, settings.dlq_value_head_bytes),
+    )
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False,
+                                client_id=f"tickwire-replay-{spec.name}",
+                                max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20)
+    await consumer.start()
+    try:
+        starts = await _position(consumer, spec.inputs, plan, state, resumed)
+        await _run(consumer, spec, plan, settings, sinks, checkpoint, state, starts, progress, stop, on_progress)
+        await checkpoint.commit()
+    finally:
+        await consumer.stop()
+
+
+async def _position(consumer: AIOKafkaConsumer, topics: tuple[str, ...], plan: ReplayPlan, state: StageProgress,
                     resumed: bool) -> dict[TopicPartition, int]:
-    """Assign every partition of the plan's topics, seek each to where the replay (re)starts; the start offsets."""
+    """Assign every partition of ``topics``, seek each to where the stage (re)starts; the start offsets."""
     await consumer.topics()  # refreshes the cluster metadata
-    tps = [TopicPartition(topic, p) for topic in plan.topics for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    tps = [TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic) or ())]
     if not tps:
-        raise ReplayError(f"no partitions found for {', '.join(plan.topics)}")
+        return {}
     consumer.assign(tps)
     if resumed:
         starts = {tp: state.next.get(tp, 0) for tp in tps}
     else:
-        starts = await _offsets_at(consumer, tps, plan.start, default=0)
+        starts = {tp: offset or 0 for tp, offset in (await _offsets_at(consumer, tps, plan.start, default=0)).items()}
         state.next = dict(starts)
         state.end = {}
         if plan.end is not None:
@@ -251,17 +298,20 @@ async def _offsets_at(consumer: AIOKafkaConsumer, tps: list[TopicPartition], bou
     return {tp: (found[tp].offset if found.get(tp) is not None else default) for tp in tps}
 
 
-async def _run(consumer: AIOKafkaConsumer, plan: ReplayPlan, max_record_bytes: int, fetch_max_records: int,
-               sinks: SinkSet, checkpoint: Checkpoint,
-               state: ProgressFile, starts: dict[TopicPartition, int], progress: ReplayProgress, stop: asyncio.Event,
-               on_progress: Callable[[ReplayProgress], None] | None) -> None:
-    decoders = {topic: BatchDecoder(TOPIC_HANDLERS[topic][0], max_record_bytes) for topic in plan.topics}
+async def _run(consumer: AIOKafkaConsumer, spec: StageSpec, plan: ReplayPlan, settings: Settings, sinks: StageSinks,
+               checkpoint: Checkpoint, state: StageProgress, starts: dict[TopicPartition, int], progress: ReplayProgress,
+               stop: asyncio.Event, on_progress: Callable[[ReplayProgress], None] | None) -> None:
+    rules = DomainRules.from_settings(settings)
+    decoders = {route.topic: BatchDecoder(route.message_type, settings.max_record_bytes, rules) for route in spec.routes}
+    handlers: dict[str, list[Any]] = {}
+    for route in spec.routes:
+        handlers.setdefault(route.topic, []).append(route.handler)
     active = {tp for tp, start in starts.items() if tp not in state.end or start < state.end[tp]}
     lo = plan.start.timestamp_ms if plan.start and plan.start.timestamp_ms is not None else None
     hi = plan.end.timestamp_ms if plan.end and plan.end.timestamp_ms is not None else None
     idle_polls = 0
     while active and not stop.is_set():
-        fetched = await consumer.getmany(*active, timeout_ms=200, max_records=fetch_max_records)
+        fetched = await consumer.getmany(*active, timeout_ms=200, max_records=settings.fetch_max_records)
         idle_polls = 0 if any(fetched.values()) else idle_polls + 1
         for tp, records in fetched.items():
             if tp not in state.end and consumer.highwater(tp) is not None:
@@ -273,10 +323,10 @@ async def _run(consumer: AIOKafkaConsumer, plan: ReplayPlan, max_record_bytes: i
             progress.skipped_invalid += len(decoded.rejected)
             messages = [(r, m) for r, m in decoded.valid if _wanted(plan, m)]
             progress.filtered_out += len(decoded.valid) - len(messages)
-            for handler in TOPIC_HANDLERS[tp.topic][1]:
-                handler(messages, sinks)
+            for handler in handlers[tp.topic]:
+                progress.failed += len(run_isolating(handler, messages, sinks))
             if inside:
-                checkpoint.mark(tp, inside[-1].offset + 1, len(inside))
+                checkpoint.mark(tp, inside[-1].offset + 1, len(inside), inside[-1].timestamp)
                 progress.records += len(inside)
         for tp in list(active):
             end = state.end.get(tp)
@@ -293,6 +343,12 @@ async def _run(consumer: AIOKafkaConsumer, plan: ReplayPlan, max_record_bytes: i
             on_progress(progress)
 
 
-def _wanted(plan: ReplayPlan, message: object) -> bool:
-    return (not plan.tenants or message.tenant in plan.tenants) and (  # type: ignore[attr-defined]
-        not plan.symbols or message.symbol in plan.symbols)  # type: ignore[attr-defined]
+def _series(message: Any) -> tuple[str, str]:
+    """(tenant, symbol) of a decoded message of any input topic."""
+    inner = getattr(message, "signal", message)
+    return inner.tenant, inner.symbol
+
+
+def _wanted(plan: ReplayPlan, message: Any) -> bool:
+    tenant, symbol = _series(message)
+    return (not plan.tenants or tenant in plan.tenants) and (not plan.symbols or symbol in plan.symbols)

@@ -54,7 +54,10 @@ async def _direct(settings: Settings, query: str, write: bool) -> list[str]:
 
     store = AnalyticsStore(settings)
     try:
-        columns, rows = await store.query(query, readonly=not write)
+        if write:
+            columns, rows = await store.write_once(query)
+        else:
+            columns, rows = await store.read(query, timeout_s=settings.sql_timeout_s)
     except Exception as exc:  # noqa: BLE001 - the store's message is the answer
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "Cannot lock file" in str(exc) or "EmbeddedServer" in str(exc):

@@ -1,37 +1,45 @@
-"""The Faust app of the tickwire worker and the pieces agents share.
+"""The factory of the worker: a Faust app with every selected stage, the query API and the operator SQL route.
 
-Importing this module loads and validates the settings (a bad setting fails
-here, naming it). Agents (``agents/``) import ``app``, ``source`` and
-``sinks`` from here; ``pipeline.runtime.worker`` imports the agents and runs the app.
+Nothing happens at import: :func:`build_worker` builds everything from the
+settings it is given (:mod:`pipeline.runtime.worker` runs it). Per stage
+(:mod:`pipeline.runtime.topology`): its sinks, a batch source with its own
+consumer group, checkpoint and circuits, and its handlers as Faust agents.
+Shared: the connections to the stores (each stage gets its own ClickHouse
+session), the log-end probe behind honest lag, the read-only status view,
+and the web server (API, ``/health``, ``/metrics``).
 """
 
 from __future__ import annotations
 
 import gc
+from dataclasses import dataclass
 
 import faust
+from mode import Service
 
-from pipeline.config import get_settings
-from pipeline.runtime.sink_set import SinkSet
+from pipeline.api.in_worker import serve_api
+from pipeline.api.operator_sql import serve_operator_sql
+from pipeline.config import Settings
+from pipeline.runtime.log_ends import LogEnds
 from pipeline.runtime.source import BatchSource
-from pipeline.sinks.topic import TopicPublisher
+from pipeline.runtime.stage import Stage
+from pipeline.runtime.status import PipelineStatus
+from pipeline.runtime.topology import stages
 from pipeline.stores.connections import Connections
-
-settings = get_settings()
 
 #: Allocations (net, of container objects) between collections of the youngest generation.
 GC_GEN0_THRESHOLD = 20_000
 
 
 class TickwireApp(faust.App):
-    """Faust's app, draining tickwire's batch source before Faust's own shutdown.
+    """Faust's app, draining tickwire's batch sources before Faust's own shutdown.
 
     On stop, Faust first suspends its flow control, after which agents take no
-    more events; the source's final batch and checkpoint need the agents, so the
-    source drains first.
+    more events; each stage's final batch and checkpoint need the agents, so the
+    sources drain first.
     """
 
-    drain_first: BatchSource | None = None
+    drain_first: list[BatchSource] = []
 
     async def on_started(self) -> None:
         """Keep the cyclic garbage collector off the startup heap and the per-batch path.
@@ -48,29 +56,68 @@ class TickwireApp(faust.App):
         gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
     async def on_stop(self) -> None:
-        if self.drain_first is not None:
-            await self.drain_first.drain()
+        for source in self.drain_first:
+            await source.drain()
         await super().on_stop()
 
 
-app = TickwireApp(
-    settings.app_id,
-    broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
-    store="memory://",
-    autodiscover=False,
-    datadir=str(settings.state_dir / "faust"),
-    web_host=settings.api_host,
-    web_port=settings.api_port,
-    web_bind=settings.api_host,
-    broker_session_timeout=settings.session_timeout_ms / 1000,
-    broker_heartbeat_interval=max(settings.session_timeout_ms / 5000, 0.5),
-    topic_partitions=1,
-    producer_acks=-1,
-)
+class StatusMetrics(Service):
+    """Keeps the lag gauges current (and learns the groups' committed offsets) on the probe's interval."""
 
-connections = Connections(settings)
-publisher = TopicPublisher(lambda: connections.producer)
-sinks = SinkSet(settings, connections, publisher)
-source = BatchSource(app, settings, connections, sinks)
-app.service(source)
-app.drain_first = source
+    def __init__(self, status: PipelineStatus, interval_s: float, **kwargs: object) -> None:
+        self._status = status
+        self._interval_s = interval_s
+        super().__init__(**kwargs)
+
+    async def on_started(self) -> None:
+        self.add_future(self._refresh_forever())
+
+    async def _refresh_forever(self) -> None:
+        while not self.should_stop:
+            try:
+                await self._status.refresh_committed()
+                self._status.update_metrics()
+            except Exception:  # noqa: BLE001 - metrics must never stop the worker; the next round tries again
+                pass
+            await self.sleep(self._interval_s)
+
+
+@dataclass
+class Worker:
+    """What :func:`build_worker` made (the app runs it; tests and tools may look at the rest)."""
+
+    app: TickwireApp
+    connections: Connections
+    stages: list[Stage]
+    status: PipelineStatus
+
+
+def build_worker(settings: Settings) -> Worker:
+    """The worker for ``settings``: the stages of ``settings.stage_names``, the API and the operator SQL route."""
+    app = TickwireApp(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
+        store="memory://",
+        autodiscover=False,
+        datadir=str(settings.state_dir / "faust"),
+        web_host=settings.api_host,
+        web_port=settings.api_port,
+        web_bind=settings.api_host,
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=max(settings.session_timeout_ms / 5000, 0.5),
+        topic_partitions=1,
+        producer_acks=-1,
+    )
+    connections = Connections(settings)
+    app.service(connections)  # Faust starts services in registration order: the stores before the stages
+    running = [Stage(spec, app, settings, connections) for spec in stages(settings.stage_names)]
+    for stage in running:
+        app.service(stage.source)
+    log_ends = LogEnds(settings, {topic for stage in running for topic in stage.spec.inputs})
+    app.service(log_ends)
+    status = PipelineStatus(list(running), log_ends, settings.stage_stall_after_s)
+    app.service(StatusMetrics(status, settings.lag_probe_interval_ms / 1000))
+    serve_api(app, settings, connections, status)
+    serve_operator_sql(app, settings, connections, status)
+    app.drain_first = [stage.source for stage in running]
+    return Worker(app, connections, running, status)

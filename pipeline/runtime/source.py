@@ -1,15 +1,21 @@
-"""The batch source: tickwire's consume path under the Faust agents.
+"""The batch source of one stage: the stage's consume path under its Faust agents.
 
-One aiokafka consumer (group ``settings.group_id``, auto-commit off) fetches
-with ``getmany``. Each fetched topic-partition batch is decoded once (rejects
-go to the DLQ with their reason) and goes to every agent routed to its topic
-as ONE event on an in-memory Faust channel, so Faust's per-event machinery
-costs once per batch instead of once per record. Eager routes (hot keys) get
-each batch as soon as it is decoded and their sinks are flushed right away.
-The source waits until the agents have handed their batches to the sinks and
-checkpoints (flush all sinks, producer, commit) on an interval or record count. Faust's own offset committer is not involved.
-While a sink's store refuses writes, its circuit is open and the consumer's
-partitions are paused (see pipeline.core.circuit); they resume by themselves.
+Each stage has its own source: one aiokafka consumer in the stage's own
+consumer group (``<TICKWIRE_GROUP_ID>.<stage>``, auto-commit off) fetching the
+stage's input topics with ``getmany``, its own checkpoint, circuits and lag.
+So a store outage pauses only the stages that write to it, and a paused stage
+catches up from its own committed offsets.
+
+Each fetched topic-partition batch is decoded once (schema and domain checks;
+rejects go to the DLQ with their reason and the stage) and goes to every agent
+routed to its topic as ONE event on an in-memory Faust channel, so Faust's
+per-event machinery costs once per batch instead of once per record. Eager
+routes (hot keys) get each batch as soon as it is decoded and their sinks are
+flushed right away. The source waits until the agents have handed their
+batches to the sinks (records a handler fails on are dead-lettered) and
+checkpoints (flush all sinks, producer, commit) on an interval or record count.
+Faust's own offset committer is not involved. While a sink's circuit is open,
+the stage's partitions are paused; they resume by themselves.
 
 A checkpoint runs as a task of its own while the loop goes on fetching and
 decoding (the ClickHouse insert runs in its thread, mostly outside the GIL),
@@ -28,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Sequence
 
 import faust
 import msgspec
@@ -39,12 +46,13 @@ from pipeline.config import Settings
 from pipeline.core.batch import RecordBatch
 from pipeline.core.circuit import CircuitBreaker
 from pipeline.core.codec import BatchDecoder, DecodedBatch
-from pipeline.core.dead_letters import DLQ_TOPIC, dead_letter
-from pipeline.core.metrics import BATCH_SIZE, CONSUMER_LAG, DLQ_RECORDS, RECORDS_CONSUMED
-from pipeline.core.retry import Stopping
-from pipeline.runtime.checkpoint import Checkpoint, group_committer
-from pipeline.runtime.sink_set import SinkSet
-from pipeline.stores.connections import Connections
+from pipeline.core.dead_letters import DeadLetterRequest
+from pipeline.core.domain import DomainRules
+from pipeline.core.metrics import BATCH_SIZE, RECORDS_CONSUMED
+from pipeline.core.retry import RetryPolicy, Stopping
+from pipeline.runtime.checkpoint import Checkpoint, DeadLetterLimits, group_committer
+from pipeline.sinks.base import Sink
+from pipeline.sinks.topic import TopicPublisher
 
 log = logging.getLogger("tickwire.source")
 
@@ -57,7 +65,7 @@ class _Rebalance(ConsumerRebalanceListener):
         await self._source.checkpoint_before_revoke(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("assigned %d partitions", len(assigned))
+        log.info("stage %s: assigned %d partitions", self._source.stage, len(assigned))
 
 
 @dataclass(slots=True)
@@ -67,6 +75,7 @@ class _Decoded:
     tp: TopicPartition
     decoded: DecodedBatch
     next_offset: int
+    last_time_ms: int
 
     @property
     def records(self) -> int:
@@ -82,17 +91,24 @@ class _Decoded:
         return batch
 
 
+def stage_group(settings: Settings, stage: str) -> str:
+    """The consumer group of ``stage``: ``<TICKWIRE_GROUP_ID>.<stage>``."""
+    return f"{settings.group_id}.{stage}"
+
+
 class BatchSource(Service):
-    def __init__(self, app: faust.App, settings: Settings, connections: Connections, sinks: SinkSet,
-                 **kwargs: object) -> None:
+    def __init__(self, app: faust.App, stage: str, settings: Settings, sinks: Sequence[Sink], publisher: TopicPublisher,
+                 after_publish: Sequence[Sink] = (), **kwargs: object) -> None:
         self.app = app
+        self.stage = stage
         self.settings = settings
-        self.connections = connections
-        self.sinks = sinks
-        self.publisher = sinks.publisher
+        self.publisher = publisher
+        self._sinks = list(sinks)
+        self._after_publish = list(after_publish)
         self._routes: dict[str, list[faust.ChannelT]] = {}
         self._eager_routes: dict[str, list[faust.ChannelT]] = {}
         self._decoders: dict[str, BatchDecoder] = {}
+        self._rules = DomainRules.from_settings(settings)
         self._stop_event = asyncio.Event()
         self._positions: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
@@ -100,13 +116,23 @@ class BatchSource(Service):
         self._inflight: asyncio.Task | None = None  # the running checkpoint, if any
         self._held: list[_Decoded] = []  # decoded while a checkpoint ran, not yet handed to the agents
         self.consumer: AIOKafkaConsumer | None = None
-        self.checkpoint: Checkpoint | None = None
-        #: True once the stores are connected and the consumer runs.
+        self.checkpoint = Checkpoint(
+            stage, self._commit_offsets, self._sinks, publisher, self._after_publish,
+            interval_s=settings.commit_interval_ms / 1000, max_records=settings.commit_max_records,
+            stop=self._stop_event,
+            policy=RetryPolicy(settings.sink_retry_max_backoff_ms / 1000, settings.unknown_error_attempts),
+            limits=DeadLetterLimits(settings.dlq_max_envelope_bytes, settings.dlq_value_head_bytes),
+            on_circuit=self._pause_while_open,
+        )
+        self._committer = None
+        #: True once the consumer runs.
         self.consuming = False
         super().__init__(**kwargs)
 
-    def on_init_dependencies(self) -> list[Service]:
-        return [self.connections]
+    @property
+    def topics(self) -> list[str]:
+        """The input topics of this stage."""
+        return list(self._decoders)
 
     def route(self, topic: str, message_type: type[msgspec.Struct], *, eager: bool = False) -> faust.ChannelT:
         """A new channel on which decoded batches of ``topic`` are delivered to one agent.
@@ -118,17 +144,22 @@ class BatchSource(Service):
         adds while they flush (the hot cache). Other routes get the batch once no
         checkpoint runs.
         """
-        decoder = self._decoders.setdefault(topic, BatchDecoder(message_type, self.settings.max_record_bytes))
+        decoder = self._decoders.setdefault(topic, BatchDecoder(message_type, self.settings.max_record_bytes, self._rules))
         if decoder.message_type is not message_type:
             raise TypeError(f"{topic} is already decoded as {decoder.message_type.__name__}")
         channel = self.app.channel(maxsize=64)
         (self._eager_routes if eager else self._routes).setdefault(topic, []).append(channel)
         return channel
 
+    async def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self._committer is not None
+        await self._committer(offsets)
+
     async def on_started(self) -> None:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=self.settings.group_id,
+            group_id=stage_group(self.settings, self.stage),
+            client_id=f"tickwire-{self.stage}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=self.settings.session_timeout_ms,
@@ -140,23 +171,14 @@ class BatchSource(Service):
         )
         self.consumer.subscribe(topics=list(self._decoders), listener=_Rebalance(self))
         await self.consumer.start()
-        self.checkpoint = Checkpoint(
-            group_committer(self.consumer),
-            self.sinks.ordered,
-            self.publisher,
-            self.sinks.after_publish,
-            interval_s=self.settings.commit_interval_ms / 1000,
-            max_records=self.settings.commit_max_records,
-            stop=self._stop_event,
-            max_backoff_s=self.settings.sink_retry_max_backoff_ms / 1000,
-            on_circuit=self._pause_while_open,
-        )
-        self._task = asyncio.create_task(self._consume(), name="tickwire-source")
+        self._committer = group_committer(self.consumer)
+        self._task = asyncio.create_task(self._consume(), name=f"tickwire-source-{self.stage}")
         self.consuming = True
-        log.info("consuming %s as group %s", ", ".join(self._decoders), self.settings.group_id)
+        log.info("stage %s consuming %s as group %s", self.stage, ", ".join(self._decoders),
+                 stage_group(self.settings, self.stage))
 
     async def _consume(self) -> None:
-        assert self.consumer is not None and self.checkpoint is not None
+        assert self.consumer is not None
         try:
             while not self._stop_event.is_set():
                 if self._inflight is None or self._held_records < self.settings.commit_max_records:
@@ -171,37 +193,34 @@ class BatchSource(Service):
                     await inflight  # raises what the checkpoint raised (Stopping)
                 async with self._lock:
                     await self._hand_off_held()
-                    self._update_lag()
                     if self.checkpoint.due():
-                        self._inflight = asyncio.create_task(self._checkpoint(), name="tickwire-checkpoint")
+                        self._inflight = asyncio.create_task(self._checkpoint(), name=f"tickwire-checkpoint-{self.stage}")
             if self._inflight is not None:
                 await self._inflight
             async with self._lock:
                 await self._hand_off_held()
                 await self.checkpoint.commit()
-            log.info("source stopped after a final checkpoint")
+            log.info("stage %s stopped after a final checkpoint", self.stage)
         except Stopping as exc:
-            log.warning("stopped while %s was unavailable; uncommitted records will be redelivered", exc)
+            log.warning("stage %s stopped while %s was unavailable; uncommitted records will be redelivered", self.stage, exc)
         except Exception as exc:
-            log.exception("source failed; nothing past the last checkpoint was committed")
+            log.exception("stage %s failed; nothing past its last checkpoint was committed", self.stage)
             await self.crash(exc)
 
     async def _checkpoint(self) -> None:
-        assert self.checkpoint is not None
         async with self._lock:
             await self.checkpoint.commit()
 
     async def _hold(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Decode what was fetched, give it to the eager routes (and flush the eager sinks),
         and keep it until it can be handed to the other agents."""
-        assert self.checkpoint is not None
         eager = []
         for tp, records in fetched.items():
             if not records:
                 continue
-            RECORDS_CONSUMED.labels(tp.topic).inc(len(records))
-            BATCH_SIZE.labels(tp.topic).observe(len(records))
-            item = _Decoded(tp, self._decoders[tp.topic].decode(records), records[-1].offset + 1)
+            RECORDS_CONSUMED.labels(self.stage, tp.topic).inc(len(records))
+            BATCH_SIZE.labels(self.stage, tp.topic).observe(len(records))
+            item = _Decoded(tp, self._decoders[tp.topic].decode(records), records[-1].offset + 1, records[-1].timestamp)
             self._held.append(item)
             if tp.topic in self._eager_routes:
                 eager.append(await item.deliver(self._eager_routes[tp.topic]))
@@ -216,68 +235,48 @@ class BatchSource(Service):
 
     async def _hand_off_held(self) -> None:
         """Dead-letter the rejects, hand every held batch to its (non-eager) agents, wait until they
-        took them and mark the offsets for the next checkpoint. Call with the lock held."""
-        assert self.checkpoint is not None
+        took them, dead-letter what a handler failed on, and mark the offsets for the next checkpoint.
+        Call with the lock held."""
         if not self._held:
             return
         held, self._held = self._held, []
         batches = []
         for item in held:
             for rejected in item.decoded.rejected:
-                key, value = dead_letter(rejected)
-                await self.publisher.add(DLQ_TOPIC, key, value)
-                DLQ_RECORDS.labels(rejected.reason).inc()
-            batches.append(await item.deliver(self._routes.get(item.tp.topic, [])))
-        for batch in batches:
+                await self.checkpoint.dead_letter(DeadLetterRequest(rejected.record, rejected.reason, rejected.error, self.stage))
+            batches.append((item, await item.deliver(self._routes.get(item.tp.topic, []))))
+        for item, batch in batches:
             await batch.done
-            tp = TopicPartition(batch.topic, batch.partition)
-            self.checkpoint.mark(tp=tp, next_offset=batch.next_offset, records=len(batch.messages))
-            self._positions[tp] = batch.next_offset
+            for record, error in batch.failed:
+                log.warning("stage %s: processing failed for %s[%d]@%d; dead-lettered: %s", self.stage, record.topic,
+                            record.partition, record.offset, error[:300])
+                await self.checkpoint.dead_letter(DeadLetterRequest(record, "processing_error", error, self.stage))
+            self.checkpoint.mark(item.tp, batch.next_offset, item.records, item.last_time_ms)
+            self._positions[item.tp] = batch.next_offset
 
     def _pause_while_open(self, circuit: CircuitBreaker) -> None:
         """Stop fetching while any sink's circuit is open; resume when all are closed."""
-        assert self.consumer is not None and self.checkpoint is not None
+        if self.consumer is None:
+            return
         partitions = self.consumer.assignment()
         if any(c.state == "open" for c in self.checkpoint.circuits.values()):
             self.consumer.pause(*partitions)
         else:
             self.consumer.resume(*partitions)
 
-    def circuits(self) -> dict[str, dict[str, object]]:
-        """Each sink's circuit (for /health): state, failures, open since, last error."""
-        if self.checkpoint is None:
-            return {}
-        return {name: circuit.snapshot() for name, circuit in self.checkpoint.circuits.items()}
-
-    def lag(self) -> dict[str, int]:
-        """Records behind the log end per input topic: fetch high-watermark minus processed position.
-
-        Uses the high-watermarks that arrive with fetched records (tansu's ListOffsets
-        end is wrong, see ARCHITECTURE.md); partitions not fetched yet count as 0.
-        """
-        lag: dict[str, int] = {topic: 0 for topic in self._decoders}
-        if self.consumer is None:
-            return lag
-        for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None:
-                lag[tp.topic] += max(0, highwater - self._positions.get(tp, highwater))
-        return lag
-
-    def _update_lag(self) -> None:
-        for topic, value in self.lag().items():
-            CONSUMER_LAG.labels(topic).set(value)
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this process consumes for the stage now."""
+        return set(self.consumer.assignment()) if self.consumer is not None else set()
 
     async def checkpoint_before_revoke(self, revoked: set[TopicPartition]) -> None:
-        if self.checkpoint is None:
-            return
         self._held = [item for item in self._held if item.tp not in revoked]
         try:
             async with asyncio.timeout(self.settings.shutdown_timeout_s):
                 async with self._lock:
                     await self.checkpoint.commit()
         except (TimeoutError, Stopping):
-            log.warning("no checkpoint before revoke; %d partitions will be redelivered from their last commit", len(revoked))
+            log.warning("stage %s: no checkpoint before revoke; %d partitions will be redelivered from their last commit",
+                        self.stage, len(revoked))
         self.checkpoint.forget(revoked)
 
     async def drain(self) -> None:
@@ -291,12 +290,13 @@ class BatchSource(Service):
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=self.settings.shutdown_timeout_s)
             except asyncio.TimeoutError:
-                log.warning("final checkpoint did not finish in %.0f s; abandoning it", self.settings.shutdown_timeout_s)
+                log.warning("stage %s: final checkpoint did not finish in %.0f s; abandoning it", self.stage,
+                            self.settings.shutdown_timeout_s)
                 self._task.cancel()
 
     async def on_stop(self) -> None:
         await self.drain()
         if self.consumer is not None:
             await self.consumer.stop()
-        for sink in [*self.sinks.ordered, *self.sinks.after_publish]:
+        for sink in [*self._sinks, *self._after_publish]:
             await sink.close()

@@ -1,23 +1,29 @@
 """A sink that appends rows to one ClickHouse table, column-oriented.
 
-Idempotent because the table deduplicates by identity (see analytics_tables).
+Idempotent because the table deduplicates by identity (see
+:mod:`pipeline.stores.analytics_tables`). Each row remembers the input record
+it came from, so rows the store refuses (a constraint, a value it cannot
+take) are dead-lettered one by one while the others are written.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from pipeline.sinks.base import Sink
-from pipeline.stores.analytics import AnalyticsStore
+from pipeline.core.codec import RawRecord
+from pipeline.sinks.base import ItemSink
+from pipeline.stores.analytics import AnalyticsSession
 
 
-class AnalyticsTableSink(Sink):
-    def __init__(self, store: AnalyticsStore, table: str, column_names: Sequence[str]) -> None:
-        self._store = store
+class AnalyticsTableSink(ItemSink[int]):
+    """Items are row numbers of the buffer (``range`` slices give contiguous rows)."""
+
+    def __init__(self, session: AnalyticsSession, table: str, column_names: Sequence[str]) -> None:
+        self._session = session
         self._table = table
         self._names = tuple(column_names)
         self._columns: list[list[Any]] = [[] for _ in self._names]
-        self._pending = 0
+        self._origins: list[RawRecord] = []
 
     @property
     def name(self) -> str:
@@ -25,19 +31,31 @@ class AnalyticsTableSink(Sink):
 
     @property
     def pending(self) -> int:
-        return self._pending
+        return len(self._origins)
 
-    def add_columns(self, columns: Sequence[Sequence[Any]]) -> None:
-        """Buffer rows given column-wise, in the sink's column order (all the same length)."""
+    def add_columns(self, columns: Sequence[Sequence[Any]], origins: Sequence[RawRecord]) -> None:
+        """Buffer rows given column-wise, in the sink's column order, with the record of each row."""
         if len(columns) != len(self._columns):
             raise ValueError(f"{self.name}: {len(columns)} columns given, {len(self._columns)} expected")
+        if any(len(column) != len(origins) for column in columns):
+            raise ValueError(f"{self.name}: every column needs one value per record ({len(origins)})")
         for buffered, added in zip(self._columns, columns):
             buffered.extend(added)
-        self._pending += len(columns[0]) if columns else 0
+        self._origins.extend(origins)
 
-    async def flush(self) -> None:
-        if not self._pending:
-            return
-        await self._store.insert_columns(self._table, self._names, self._columns)
+    def _items(self) -> range:
+        return range(len(self._origins))
+
+    async def _write(self, items: Sequence[int]) -> None:
+        assert isinstance(items, range)
+        lo, hi = items.start, items.stop
+        whole = lo == 0 and hi == len(self._origins)
+        columns = self._columns if whole else [column[lo:hi] for column in self._columns]
+        await self._session.insert_columns(self._table, self._names, columns)
+
+    def _origin(self, item: int) -> RawRecord:
+        return self._origins[item]
+
+    def _clear(self) -> None:
         self._columns = [[] for _ in self._names]
-        self._pending = 0
+        self._origins = []

@@ -1,7 +1,13 @@
-"""Connections to the stores a worker writes to, opened and closed with the worker."""
+"""Connections to the stores a worker writes to, opened and closed with the worker.
+
+ClickHouse and the broker must answer at start; the vector and graph stores are
+started on demand (:func:`pipeline.stores.roles.on_demand`), so a worker starts while
+one of them is down and only the stage that writes it waits.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import redis.asyncio as redis
@@ -9,22 +15,15 @@ from aiokafka import AIOKafkaProducer
 from mode import Service
 
 from pipeline.config import Settings
+from pipeline.core.errors import describe
+from pipeline.core.kafka import make_producer
 from pipeline.stores.analytics import AnalyticsStore
-from pipeline.stores.roles import make_graph_store, make_vector_store
+from pipeline.stores.roles import make_graph_store, make_vector_store, on_demand
 
 log = logging.getLogger("tickwire.connections")
 
-
-def make_producer(settings: Settings) -> AIOKafkaProducer:
-    """The producer tickwire uses everywhere: acks from all replicas, small linger, batched."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
-        acks="all",
-        linger_ms=5,
-        max_batch_size=1 << 20,
-        max_request_size=8 << 20,
-        request_timeout_ms=30_000,
-    )
+#: How long the worker waits for the vector or graph store at start before going on without it.
+STORE_START_TIMEOUT_S = 5.0
 
 
 class Connections(Service):
@@ -33,8 +32,8 @@ class Connections(Service):
     def __init__(self, settings: Settings, **kwargs: object) -> None:
         self.settings = settings
         self.analytics = AnalyticsStore(settings)
-        self.vectors = make_vector_store(settings)
-        self.graph = make_graph_store(settings)
+        self.vectors = on_demand(make_vector_store(settings))
+        self.graph = on_demand(make_graph_store(settings))
         self.cache = redis.Redis.from_url(settings.cache_url, socket_timeout=5, socket_connect_timeout=5)
         self._producer: AIOKafkaProducer | None = None
         super().__init__(**kwargs)
@@ -48,8 +47,13 @@ class Connections(Service):
 
     async def on_start(self) -> None:
         await self.analytics.migrate()
-        await self.vectors.start()
-        await self.graph.start()
+        for role, store in (("vectors", self.vectors), ("graph", self.graph)):
+            try:
+                async with asyncio.timeout(STORE_START_TIMEOUT_S):
+                    await store.start()
+            except Exception as exc:  # noqa: BLE001 - its stage pauses and starts it when it is back
+                log.warning("%s store not available at start (%s); the stages that write it wait for it", role,
+                            describe(exc, 200))
         self._producer = make_producer(self.settings)
         await self._producer.start()
         log.info("connected: analytics %s, cache, vectors, graph, broker", "in-process (chDB)" if self.analytics.in_process else "server")
