@@ -19,6 +19,7 @@ from pipeline.ops.sql_client import worker_query
 from pipeline.stores.graph.falkordb import FalkorGraphStore
 from pipeline.stores.vectors.pgvector import PgVectorStore
 from tests.api_support import BARS, MINUTE, SYMBOLS, T0, ApiClient, World, api_world
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -364,10 +365,12 @@ def test_metrics_serve_the_consume_path_and_api_latency_by_route_and_status(worl
     text = answer.body
     assert 'tickwire_api_request_seconds_count{route="GET /v1/ticks",status="200"}' in text
     assert 'tickwire_api_request_seconds_count{route="GET /v1/ticks",status="400"}' in text
-    for metric in ('tickwire_records_consumed_total{topic="mt5.ticks.v1"}', "tickwire_sink_flush_seconds_bucket",
-                   "tickwire_checkpoint_seconds_bucket", 'tickwire_consumer_lag{topic="mt5.ticks.v1"}',
+    for metric in ('tickwire_records_consumed_total{stage="ingest",topic="mt5.ticks.v1"}', "tickwire_sink_flush_seconds_bucket",
+                   'tickwire_checkpoint_seconds_count{stage="ingest"}',
+                   'tickwire_consumer_lag{stage="ingest",topic="mt5.ticks.v1",partition="0"}',
                    "tickwire_batch_records_bucket"):
-        assert metric in text, metric
+        assert wait_until(lambda: metric in ApiClient(world.settings.api_url).get("/metrics").body, timeout_s=10,
+                          what=metric), metric
     assert world.a.tenant not in text and world.a.key not in text
 
 

@@ -11,8 +11,9 @@ from rich.table import Table
 
 from bench.cli import bench
 from pipeline.cli.api import api, keys, tenants
+from pipeline.cli.dlq import dlq
 from pipeline.cli.produce import import_mt5, simulate
-from pipeline.cli.replay import dlq, replay_command
+from pipeline.cli.replay import replay_command
 from pipeline.cli.stack import stack
 from pipeline.config import SettingsError, get_settings
 
