@@ -118,13 +118,13 @@ def test_cache_outage_pauses_and_resumes_without_loss(stack_settings, worker_fac
     try:
         asyncio.run(produce(stack_settings, during))  # lands while the cache is down
         wait_until(lambda: logged(worker, "sink cache.hot_ticks unavailable"), timeout_s=30, what="the circuit to open")
-        assert health(worker)["sinks"]["cache.hot_ticks"]["state"] == "open"
+        assert health(worker)["stages"]["ingest"]["circuits"]["cache.hot_ticks"]["state"] == "open"
         assert visible(worker, tenant) == len(before), "nothing may be committed while the cache is down"
     finally:
         stack.start_server(stack_settings, "cache")
     wait_until(lambda: logged(worker, "sink cache.hot_ticks recovered"), timeout_s=60, what="recovery")
     wait_until(lambda: visible(worker, tenant) == len(ticks), timeout_s=60, what="the lag to drain")
-    assert health(worker)["sinks"]["cache.hot_ticks"]["state"] == "closed"
+    assert health(worker)["stages"]["ingest"]["circuits"]["cache.hot_ticks"]["state"] == "closed"
     # the restarted cache starts empty: one more tick per key must land on top of the recovered state
     last = [dict(t, time_msc=t["time_msc"] + 1) for t in newest_per_key(ticks).values()]
     asyncio.run(produce(stack_settings, last))
@@ -167,18 +167,18 @@ def test_failed_clickhouse_insert_is_retried_never_skipped(stack_settings, worke
     worker = worker_factory()
     asyncio.run(produce(stack_settings, before))
     wait_until(lambda: visible(worker, tenant) == len(before), timeout_s=60, what="the first half")
-    # every insert into ticks fails while this constraint is on; reads (the candles' queries) still work,
-    # so the failure is the insert's whatever else the checkpoint in flight is doing
-    worker_query(worker.settings, "ALTER TABLE tickwire.ticks ADD CONSTRAINT refuse_all CHECK 0", write=True)
+    # the table is away (an operator detached it): every insert fails with UNKNOWN_TABLE, which is the store
+    # being unavailable, not the data being refused: retried until the table is back, nothing dead-lettered
+    worker_query(worker.settings, "DETACH TABLE tickwire.ticks", write=True)
     try:
-        asyncio.run(produce(stack_settings, during))  # their insert fails while the constraint is on
+        asyncio.run(produce(stack_settings, during))  # their insert fails while the table is detached
         wait_until(lambda: logged(worker, "sink clickhouse.ticks unavailable"), timeout_s=30, what="the insert to fail")
-        assert visible(worker, tenant) == len(before)
     finally:
-        worker_query(worker.settings, "ALTER TABLE tickwire.ticks DROP CONSTRAINT refuse_all", write=True)
+        worker_query(worker.settings, "ATTACH TABLE tickwire.ticks", write=True)
     wait_until(lambda: logged(worker, "sink clickhouse.ticks recovered"), timeout_s=60, what="recovery")
     wait_until(lambda: visible(worker, tenant) == len(ticks), timeout_s=60, what="every tick exactly once")
     assert scalar(worker, f"SELECT uniqExact(symbol, time) FROM tickwire.ticks FINAL WHERE tenant = '{tenant}'") == len(ticks)
+    assert not logged(worker, "dead-lettered"), "an unavailable table is no reason to dead-letter anything"
 
 
 def test_sigterm_flushes_and_commits_within_its_deadline(stack_settings, worker_factory, tenant):
@@ -192,8 +192,8 @@ def test_sigterm_flushes_and_commits_within_its_deadline(stack_settings, worker_
     started = time.monotonic()
     assert worker.stop(signal.SIGTERM, timeout_s=worker.settings.shutdown_timeout_s + 10) == 0
     assert time.monotonic() - started < worker.settings.shutdown_timeout_s
-    assert logged(worker, "source stopped after a final checkpoint") and not logged(worker, "abandoning")
-    committed_at_stop = asyncio.run(committed_offsets(stack_settings, worker.settings.group_id))
+    assert logged(worker, "stage ingest stopped after a final checkpoint") and not logged(worker, "abandoning")
+    committed_at_stop = asyncio.run(committed_offsets(stack_settings, worker.settings.group_id + ".ingest"))
 
     restarted = worker_factory()
     wait_until(lambda: visible(restarted, tenant + "busy") == len(busy), timeout_s=120, what="the rest after the restart")
@@ -214,26 +214,59 @@ def tick_like(tenant: str) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries({
         "v": st.sampled_from([1, 1, 1, 2, "1"]),
         "tenant": st.sampled_from([tenant, tenant, "UPPER", "", "a:b"]),
-        "broker": st.sampled_from(["demo", "ok", "b" * 70]),
-        "symbol": st.one_of(st.sampled_from(["EURUSD", "#AAPL", "US30+", "bad\nsym"]), st.integers(33, 3000).map(lambda n: "x" * n)),
-        "time_msc": st.one_of(st.integers(-5, 5_000_000_000_000), st.just(1_763_900_000_000), st.floats(allow_nan=False, allow_infinity=False)),
-        "bid": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.just(1.1), st.integers(-5, 10**12), st.text(max_size=3)),
-        "ask": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.just(1.2), st.none()),
+        "broker": st.sampled_from(["demo", "demo", "ok", "b" * 70]),
+        "symbol": st.one_of(st.sampled_from(["FUZZ", "FUZZ", "#AAPL", "US30+", "bad\nsym"]),
+                            st.integers(33, 3000).map(lambda n: "x" * n)),
+        "time_msc": st.one_of(st.integers(-5, 5_000_000_000_000), st.just(1_763_900_000_000),
+                              st.floats(allow_nan=False, allow_infinity=False)),
+        "bid": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.just(1.1), st.just(5e-324),
+                         st.integers(-5, 10**12), st.text(max_size=3)),
+        "ask": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.just(1.2), st.just(1.0), st.none()),
     }, optional={"flags": st.integers(-1, 300), "volume": st.integers(-1, 2**60), "extra": st.integers(-2**63, 2**63 - 1)})
 
 
-def encodings(tenant: str) -> st.SearchStrategy[bytes]:
-    valid = st.builds(lambda i: encode_tick(tenant=tenant, broker="demo", symbol="FUZZ", time_msc=1_763_900_000_000 + i,
-                                            bid=1.1, ask=1.2), st.integers(0, 10**6))
-    documents = tick_like(tenant).map(orjson.dumps)
+def _key_of(tenant: str, document: dict) -> bytes:
+    """The key a careful producer would use: the body's tenant:broker:symbol. Every key of an example starts
+    with its tenant (the DLQ is read back by that prefix), so a body of another tenant gets a key that is not its own."""
+    if document.get("tenant") != tenant:
+        return f"{tenant}:not:its-own".encode()
+    return ":".join(str(document.get(part, "")) for part in ("tenant", "broker", "symbol")).encode("utf-8", "replace")
+
+
+# Hostile byte-level mutations of a valid record: each turns it into something a JSON parser must refuse,
+# or into a record the domain checks refuse.
+_HOSTILE = [
+    lambda v: v.replace(b'"demo"', b'"de\xffmo"'),                 # invalid UTF-8 inside a string
+    lambda v: v.replace(b'"broker"', b'"bro\xfeker"'),             # invalid UTF-8 inside a field name
+    lambda v: v.replace(b'"demo"', b'"de\\ud800mo"'),              # a lone surrogate escape
+    lambda v: v.replace(b'"demo"', b'"de\xed\xa0\x80mo"'),         # a surrogate encoded in UTF-8 (CESU)
+    lambda v: v.replace(b'"demo"', b'"de\xc0\xafmo"'),             # an overlong encoding of '/'
+    lambda v: v.replace(b'"flags":6', b'"bid":1.05'),               # a duplicate field name
+    lambda v: v.replace(b'"flags":6', b'"bi\\u0064":1.05'),         # a duplicate, escaped
+]
+
+
+def encodings(tenant: str) -> st.SearchStrategy[tuple[bytes, bytes]]:
+    """(key, value) pairs: valid ticks, hostile mutations of them, schema and domain violations, junk."""
+    def valid_value(i: int) -> bytes:
+        return encode_tick(tenant=tenant, broker="demo", symbol="FUZZ", time_msc=1_763_900_000_000 + i, bid=1.1, ask=1.2,
+                           flags=6)
+
+    key = f"{tenant}:demo:FUZZ".encode()
+    valid = st.integers(0, 10**6).map(lambda i: (key, valid_value(i)))
+    hostile = st.tuples(st.integers(0, 10**6), st.sampled_from(_HOSTILE)).map(lambda p: (key, p[1](valid_value(p[0]))))
+    foreign_key = st.integers(0, 10**6).map(lambda i: (f"{tenant}x:demo:FUZZ".encode(), valid_value(i)))
+    documents = tick_like(tenant).map(lambda d: (_key_of(tenant, d), orjson.dumps(d)))
     return st.one_of(
         valid,
+        hostile,
+        foreign_key,
         documents,
-        documents.flatmap(lambda d: st.integers(0, len(d)).map(lambda n: d[:n])),  # truncated JSON
-        st.binary(max_size=200),
-        st.just(b'{"v":1,"bid":1e999}'),
-        st.integers(1000, 5000).map(lambda n: b"[" * n),
-        st.integers(60_000, 100_000).map(lambda n: b'{"v":1,"tenant":"' + b"x" * n + b'"}'),
+        documents.flatmap(lambda kd: st.integers(0, len(kd[1])).map(lambda n: (kd[0], kd[1][:n]))),  # truncated JSON
+        st.binary(max_size=200).map(lambda b: (key, b)),
+        st.just((key, b'{"v":1,"bid":1e999}')),
+        st.integers(1000, 5000).map(lambda n: (key, b"[" * n)),
+        st.integers(60_000, 100_000).map(lambda n: (key, b'{"v":1,"tenant":"' + b"x" * n + b'"}')),
     )
 
 
@@ -241,15 +274,32 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def expected_valid(value: bytes) -> bool:
-    """Independent oracle: strict UTF-8 JSON that validates against the published schema."""
+class _Twice(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list) -> dict:
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise _Twice("a key appears twice")
+    return dict(pairs)
+
+
+def expected_valid(key: bytes, value: bytes, now_ms: int) -> bool:
+    """Independent oracle: strict UTF-8 JSON, no key twice, valid against the published schema, and within the
+    domain (prices in [1e-9, 1e9], bid <= ask, not more than 60 s in the future, keyed by its tenant:broker:symbol)."""
     if len(value) > 65_536:
         return False
     try:
-        document = json.loads(value.decode("utf-8"), parse_constant=_no_constants)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        document = json.loads(value.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+        json.dumps(document, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be encoded
+    except (ValueError, UnicodeError, RecursionError):
         return False
-    return jsonschema.Draft202012Validator(TICK_SCHEMA).is_valid(document)
+    if not jsonschema.Draft202012Validator(TICK_SCHEMA).is_valid(document):
+        return False
+    prices_ok = all(1e-9 <= document[f] <= 1e9 for f in ("bid", "ask")) and (
+        document.get("last", 0) == 0 or 1e-9 <= document["last"] <= 1e9)
+    return (prices_ok and document["bid"] <= document["ask"] and document["time_msc"] <= now_ms + 60_000
+            and key == f"{document['tenant']}:{document['broker']}:{document['symbol']}".encode())
 
 
 def identity(value: bytes) -> tuple:
@@ -264,19 +314,22 @@ def identity(value: bytes) -> tuple:
 @given(data=st.data())
 def test_any_bytes_become_rows_or_dead_letters_and_the_worker_stays_up(stack_settings, module_worker, data):
     tenant = "fz" + uuid.uuid4().hex[:12]  # not random.*: hypothesis seeds it identically per example
-    values = data.draw(st.lists(encodings(tenant), min_size=5, max_size=40))
-    key = f"{tenant}:fuzz:key".encode()
+    records = data.draw(st.lists(encodings(tenant), min_size=5, max_size=40))
+    records += [(f"{tenant}:demo:FUZZ".encode(), mutate(encode_tick(tenant=tenant, broker="demo", symbol="FUZZ",
+                                                                      time_msc=1_763_900_000_000, bid=1.1, ask=1.2, flags=6)))
+                for mutate in _HOSTILE]  # every hostile class at least once
 
     async def send() -> None:
         async with MT5Producer(stack_settings, validate=False) as producer:
-            for value in values:
+            for key, value in records:
                 await producer.send_raw(TICKS_TOPIC, key, value)
 
+    now_ms = int(time.time() * 1000)
     asyncio.run(send())
-    stored = {identity(v) for v in values if expected_valid(v) and json.loads(v)["tenant"] == tenant}
-    bad = [v for v in values if not expected_valid(v)]
+    stored = {identity(v) for k, v in records if expected_valid(k, v, now_ms) and json.loads(v)["tenant"] == tenant}
+    bad = [v for k, v in records if not expected_valid(k, v, now_ms)]
     wait_until(lambda: visible(module_worker, tenant) == len(stored), timeout_s=30, what=f"{len(stored)} valid ticks")
-    letters = asyncio.run(read_topic(stack_settings, "dlq.v1", key, len(bad), timeout_s=30))
+    letters = asyncio.run(read_topic(stack_settings, "dlq.v1", tenant.encode(), len(bad), timeout_s=30))
     assert len(letters) == len(bad)
     assert sorted(base64.b64decode(orjson.loads(v)["value_b64"]) for _, v in letters) == sorted(bad)
     assert module_worker.running()

@@ -69,25 +69,25 @@ def test_replay_into_empty_stores_equals_live_and_twice_equals_once(stack_settin
     worker.stop()
     live = snapshot(worker.settings, tenant, cache_db=0)
     assert live["ticks"][0]["n"] == len(ticks) and len(live["candles"]) > 20
-    live_offsets = asyncio.run(committed(stack_settings, worker.settings.group_id))
+    live_offsets = asyncio.run(committed(stack_settings, worker.settings.group_id + ".ingest"))
 
     # empty stores: a new chDB directory and another cache database
     replay_settings = load_settings(**{**worker.settings.model_dump(), "clickhouse_dsn": f"chdb://{tmp_path / 'replayed'}",
                                        "cache_url": stack_settings.cache_url.rsplit("/", 1)[0] + "/1",
                                        "candle_timeframes": "1m,5m"})
     redis.Redis.from_url(replay_settings.cache_url).flushdb()
-    result = run(replay_settings, "replay", "--topic", TICKS_TOPIC, "--tenant", tenant, "--sinks", "analytics,cache")
+    result = run(replay_settings, "replay", "--stages", "ingest", "--tenant", tenant, "--sinks", "analytics,cache")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "finished" in result.stdout
     replayed = snapshot(replay_settings, tenant, cache_db=1)
     assert replayed == live
 
-    again = run(replay_settings, "replay", "--topic", TICKS_TOPIC, "--tenant", tenant, "--sinks", "analytics,cache", "--fresh")
+    again = run(replay_settings, "replay", "--stages", "ingest", "--tenant", tenant, "--sinks", "analytics,cache", "--fresh")
     assert again.returncode == 0, again.stdout + again.stderr
     assert snapshot(replay_settings, tenant, cache_db=1) == live
     raw_ticks = rows(replay_settings, f"SELECT count() AS n FROM tickwire.ticks FINAL WHERE tenant = '{tenant}'")
     assert raw_ticks == [{"n": len(ticks)}]
-    assert asyncio.run(committed(stack_settings, worker.settings.group_id)) == live_offsets, "the live group never moves"
+    assert asyncio.run(committed(stack_settings, worker.settings.group_id + ".ingest")) == live_offsets, "the live group never moves"
 
 
 def test_replay_stops_cleanly_and_resumes(stack_settings, tenant, tmp_path):
@@ -95,10 +95,10 @@ def test_replay_stops_cleanly_and_resumes(stack_settings, tenant, tmp_path):
     asyncio.run(produce(stack_settings, ticks))
     settings = load_settings(**{**stack_settings.model_dump(), "clickhouse_dsn": f"chdb://{tmp_path / 'resumed'}",
                                 "state_dir": tmp_path / "state", "fetch_max_records": 50})
-    args = ["replay", "--topic", TICKS_TOPIC, "--tenant", tenant, "--sinks", "analytics"]
+    args = ["replay", "--stages", "ingest", "--tenant", tenant, "--sinks", "analytics"]
     child = subprocess.Popen([sys.executable, "-m", "pipeline", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, env={**os.environ, **settings_env(settings)})
-    plan = ReplayPlan((TICKS_TOPIC,), None, None, frozenset({tenant}), frozenset(), frozenset({"analytics"}))
+    plan = ReplayPlan(("ingest",), None, None, frozenset({tenant}), frozenset(), frozenset({"analytics"}))
     progress_file = progress_path(settings, plan)
     try:
         wait_until(progress_file.exists, timeout_s=60, what="a first checkpoint")
@@ -132,4 +132,4 @@ def test_a_bad_bound_or_role_is_a_clear_error():
     with pytest.raises(ReplayError, match="bad range bound"):
         Bound.parse("yesterday")
     with pytest.raises(ReplayError, match="--sinks"):
-        ReplayPlan((TICKS_TOPIC,), roles=frozenset({"everything"}))
+        ReplayPlan(("ingest",), roles=frozenset({"everything"}))

@@ -5,15 +5,19 @@
 application's (:mod:`pipeline.api.server`). For each request the wrapper:
 
 1. for ``/v1`` routes: answers 503 until the context is ready, then checks
-   the bearer key (401) and its scope (403); a key verified moments ago
-   (:meth:`~pipeline.api.auth.Authenticator.known`) skips the database and
-   its timeout;
+   the bearer key (401), takes a token of the key's rate limit (429,
+   :mod:`pipeline.api.rate_limit`) and checks the key's scope (403); a key
+   verified moments ago (:meth:`~pipeline.api.auth.Authenticator.known`)
+   skips the database and its timeout;
 2. parses the query, path and body as the route declares them (400);
 3. runs the handler and serialises its answer with orjson; for a route
    declared ``cached``, through the context's answer cache
    (:mod:`pipeline.api.answer_cache`), keyed by path, tenant and parameters,
    bypassed by ``Cache-Control: no-cache``; such answers say
-   ``X-Cache: hit`` or ``miss``;
+   ``X-Cache: hit`` or ``miss``. Whenever the handler runs for a caller with a
+   key (not for an answer from the cache) and the route ``queries`` the
+   stores, it runs in one of the tenant's query slots (waited for, else 429,
+   :mod:`pipeline.api.query_slots`);
 4. turns an :class:`~pipeline.api.errors.ApiError` into its JSON answer and
    anything unexpected into a bare 500 (details in the log, never to the
    client);
@@ -67,6 +71,7 @@ async def _answer(route: Route, ctx: ApiContext, request: web.Request) -> web.St
         if principal is None:
             async with ctx.using("postgres"):
                 principal = await ctx.auth.authenticate(header)
+        ctx.rates.admit(principal.key_id)
         if not principal.allows(route.scope):
             raise forbidden(f"this needs a key with scope {route.scope!r}; this key has {principal.scope!r}")
     params = parse_query(request.query, route.params)
@@ -76,16 +81,24 @@ async def _answer(route: Route, ctx: ApiContext, request: web.Request) -> web.St
     call = Call(principal, params, body)
     if route.cached and principal is not None:
         async def compute() -> bytes:
-            return orjson.dumps(await route.handler(ctx, call))
+            return orjson.dumps(await _run(route, ctx, call))
 
         key = (route.path, principal.tenant, *params.values())
         answer, hit = await ctx.answers.answer(key, compute, refresh="no-cache" in request.headers.get("Cache-Control", ""))
         return web.Response(body=answer, status=route.status, content_type="application/json",
                             headers={"X-Cache": "hit" if hit else "miss"})
-    result = await route.handler(ctx, call)
+    result = await _run(route, ctx, call)
     if isinstance(result, web.StreamResponse):
         return result
     return _json(result, route.status)
+
+
+async def _run(route: Route, ctx: ApiContext, call: Call) -> Any:
+    """The handler's answer; in one of the caller's tenant's query slots when the route queries the stores."""
+    if call.principal is None or not route.queries:
+        return await route.handler(ctx, call)
+    async with ctx.query_slots.slot(call.principal.tenant):
+        return await route.handler(ctx, call)
 
 
 def handler(route: Route, ctx: ApiContext) -> AiohttpHandler:

@@ -10,8 +10,11 @@ Two ways to build one:
 Either way :meth:`start` opens the operational database (migrating its schema)
 and only then sets :attr:`ready`; ``/v1`` answers 503 until then. The context
 also holds the answer cache of ClickHouse reads, whose freshness rule its
-builder chooses (:mod:`pipeline.api.answer_cache`), and the coalescing reader
-of hot keys (:mod:`pipeline.api.hot_reads`).
+builder chooses (:mod:`pipeline.api.answer_cache`), the coalescing reader
+of hot keys (:mod:`pipeline.api.hot_reads`), and the limits that keep one
+client or tenant from slowing the others: requests per key
+(:mod:`pipeline.api.rate_limit`) and store queries per tenant
+(:mod:`pipeline.api.query_slots`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from pipeline.api.errors import ApiError, unavailable
 from pipeline.api.health import Health
 from pipeline.api.hot_reads import HotKeyReader
 from pipeline.api.migrations import open_pool
+from pipeline.api.query_slots import TenantQuerySlots
+from pipeline.api.rate_limit import KeyRateLimiter
 from pipeline.config import Settings
 from pipeline.stores.analytics import AnalyticsStore
 from pipeline.stores.graph.base import GraphStore
@@ -75,6 +80,10 @@ class ApiContext:
         #: ``TICKWIRE_API_QUERY_TIMEOUT_S``.
         self.reads = analytics.reads(settings.api_query_timeout_s)
         self.health = Health(self)
+        #: Requests per API key (:mod:`pipeline.api.rate_limit`).
+        self.rates = KeyRateLimiter(settings.api_rate_per_s, settings.api_rate_burst)
+        #: Store queries running at once per tenant (:mod:`pipeline.api.query_slots`).
+        self.query_slots = TenantQuerySlots(settings.api_tenant_queries, settings.api_query_timeout_s)
         self._owns_stores = owns_stores
         self._pool: asyncpg.Pool | None = None
         self._auth: Authenticator | None = None

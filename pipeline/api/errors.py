@@ -6,6 +6,7 @@ query parameter, path parameter or body field at fault when there is one.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -48,3 +49,9 @@ def not_found(message: str) -> ApiError:
 def unavailable(dependency: str) -> ApiError:
     """503: a store the request needs did not answer (its details go to the log, not to the client)."""
     return ApiError(503, f"{dependency} is unavailable, try again shortly", headers={"Retry-After": "1"})
+
+
+def too_many_requests(message: str, retry_after_s: float) -> ApiError:
+    """429 with ``Retry-After``: whole seconds, at least 1, never less than ``retry_after_s`` (so a client that waits
+    that long is not refused again for the same reason)."""
+    return ApiError(429, message, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})

@@ -3,9 +3,11 @@ so it describes what the server does: the same declarations parse the requests.
 
 Success bodies are the resources' component schemas (strict: no undeclared
 properties). Error answers share the ``Error`` schema. A route declares 400
-when it takes parameters or a body, 401 and 503 when it needs a key (503: a
-store it needs is unavailable, or the worker is still starting), 403 when it
-needs the ``admin`` scope, and whatever else it lists itself.
+when it takes parameters or a body, 401, 429 and 503 when it needs a key
+(429: the key's rate limit or its tenant's concurrent queries, with
+``Retry-After``; 503: a store it needs is unavailable, or the worker is still
+starting), 403 when it needs the ``admin`` scope, and whatever else it lists
+itself.
 """
 
 from __future__ import annotations
@@ -27,15 +29,23 @@ _ERROR_TEXT = {
     403: "The key's scope does not allow this.",
     404: "Not found in this tenant.",
     413: "The body is too large.",
+    429: "Too many requests with this key, or too many concurrent queries of its tenant; retry after Retry-After.",
     503: "A store this needs is unavailable, or the worker is starting; retry shortly.",
 }
 
 SECURITY_SCHEME = "apiKey"
 
 
+_RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before retrying (at least 1).",
+                                 "schema": {"type": "integer", "minimum": 1}}}
+
+
 def _error(status: int) -> dict[str, Any]:
-    return {"description": _ERROR_TEXT[status],
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    error: dict[str, Any] = {"description": _ERROR_TEXT[status],
+                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    if status == 429:
+        error["headers"] = _RETRY_AFTER
+    return error
 
 
 def responses(route: Route) -> dict[str, Any]:
@@ -53,7 +63,7 @@ def responses(route: Route) -> dict[str, Any]:
     if route.params or route.body:
         statuses.add(400)
     if route.scope is not None:
-        statuses |= {401, 503}
+        statuses |= {401, 429, 503}
     if route.scope == "admin":
         statuses.add(403)
     found.update({str(status): _error(status) for status in sorted(statuses)})

@@ -59,6 +59,9 @@ class Route:
 
     ``cached``: the JSON answer may be served from the context's answer cache
     (:mod:`pipeline.api.answer_cache`), for routes that only read ClickHouse.
+    ``queries``: the handler queries the stores, so (for a route with a key) it runs
+    in one of the tenant's query slots (:mod:`pipeline.api.query_slots`); false for
+    routes that only read the hot cache.
     ``response`` names the components schema of the success body (status ``status``);
     ``errors`` lists the other statuses the handler itself may answer (parameter, auth
     and availability errors are documented for every route that can have them, see
@@ -78,6 +81,7 @@ class Route:
     description: str = ""
     errors: tuple[int, ...] = field(default=())
     cached: bool = False
+    queries: bool = True
     #: The whole OpenAPI responses object, for routes whose answers are not the usual ones.
     responses: dict[str, Any] | None = None
 

@@ -6,16 +6,23 @@ connections to every store. With chDB (``chdb://`` DSN) only the worker can
 read the data, so this refuses to start: the worker serves the API then.
 Consume-path metrics and consumer lag belong to the worker; here ``/metrics``
 has the API's own and ``/health`` reports ``consumer_lag: null``.
+
+Connections have the header-read and keep-alive timeouts and the fixed answer
+to malformed requests of :mod:`pipeline.api.server_limits`, as in the worker.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
+from aiohttp.web_runner import GracefulExit
 
 from pipeline.api.app import mount
 from pipeline.api.context import ApiContext
+from pipeline.api.server_limits import guarded_runner
 from pipeline.config import Settings
 
 log = logging.getLogger("tickwire.api")
@@ -51,10 +58,23 @@ def make_app(ctx: ApiContext) -> web.Application:
     return application
 
 
+async def run(application: web.Application, settings: Settings, *, handle_signals: bool = True) -> None:
+    """Serve ``application`` at ``settings.api_host:api_port`` with the limits of
+    :mod:`pipeline.api.server_limits` until cancelled or, with ``handle_signals``, until SIGINT or SIGTERM
+    (:class:`~aiohttp.web_runner.GracefulExit`); then finish requests in flight and clean the application up."""
+    runner = guarded_runner(application, settings, handle_signals=handle_signals, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.api_host, settings.api_port).start()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM (then finish requests in flight and close the stores)."""
     import uvloop
 
     uvloop.install()
-    web.run_app(make_app(ApiContext.standalone(settings)), host=settings.api_host, port=settings.api_port,
-                access_log=None, print=None)
+    with contextlib.suppress(GracefulExit):
+        asyncio.run(run(make_app(ApiContext.standalone(settings)), settings))

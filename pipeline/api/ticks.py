@@ -109,7 +109,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 def routes(settings: Settings) -> tuple[Route, ...]:
     return (
         Route("GET", "/v1/ticks/latest", "The newest tick of a symbol at a broker", "ticks", latest, "LatestTicks",
-              params=(symbol_param(), broker_param("The broker.", required=True)),
+              params=(symbol_param(), broker_param("The broker.", required=True)), queries=False,
               description="From the hot cache: the newest tick the pipeline stored for this tenant, broker and symbol "
                           "(kept for TICKWIRE_HOT_KEY_TTL_S after its last tick). `data` has that tick, or nothing."),
         Route("GET", "/v1/ticks", "Stored ticks of a symbol, newest first", "ticks", history, "TickPage",

@@ -143,6 +143,9 @@ def tick_check(rules: DomainRules) -> Check:
     lo, hi, crossed_ok, skew = rules.min_price, rules.max_price, rules.accept_crossed, rules.max_future_skew_ms
 
     def check(key: bytes | None, value: bytes, t: Tick, now_ms: int) -> Problem | None:
+        twice = _tick_has_duplicate(value, t)
+        if twice is not None:  # first: with a key given twice, every other check may have looked at the wrong one
+            return "duplicate_key", f"key {twice!r} appears more than once"
         bid, ask = t.bid, t.ask
         if not (lo <= bid <= hi and lo <= ask <= hi and (t.last == 0.0 or lo <= t.last <= hi)):
             return (_price_problem("bid", bid, rules) or _price_problem("ask", ask, rules)
@@ -151,11 +154,7 @@ def tick_check(rules: DomainRules) -> Check:
             return "crossed_quote", f"bid {bid!r} > ask {ask!r} (TICKWIRE_CROSSED_QUOTES=reject)"
         if t.time_msc - now_ms > skew:
             return _future_problem(t.time_msc, now_ms, rules)
-        mismatch = keys.mismatch(key, t.tenant, t.broker, t.symbol)
-        if mismatch is not None:
-            return mismatch
-        twice = _tick_has_duplicate(value, t)
-        return None if twice is None else ("duplicate_key", f"key {twice!r} appears more than once")
+        return keys.mismatch(key, t.tenant, t.broker, t.symbol)
 
     return check
 
@@ -164,15 +163,14 @@ def signal_check(rules: DomainRules) -> Check:
     keys = _KeyParts()
 
     def check(key: bytes | None, value: bytes, s: Signal, now_ms: int) -> Problem | None:
+        twice = duplicate_key(value)
+        if twice is not None:
+            return "duplicate_key", f"key {twice!r} appears more than once"
         for field in ("price", "sl", "tp"):
             price = getattr(s, field)
             if price is not None and (problem := _price_problem(field, price, rules)) is not None:
                 return problem
-        problem = _future_problem(s.time_msc, now_ms, rules) or keys.mismatch(key, s.tenant, s.broker, s.symbol)
-        if problem is not None:
-            return problem
-        twice = duplicate_key(value)
-        return None if twice is None else ("duplicate_key", f"key {twice!r} appears more than once")
+        return _future_problem(s.time_msc, now_ms, rules) or keys.mismatch(key, s.tenant, s.broker, s.symbol)
 
     return check
 
@@ -182,11 +180,10 @@ def keyed_check(series: Callable[[Any], tuple[str, str, str]]) -> Check:
     keys = _KeyParts()
 
     def check(key: bytes | None, value: bytes, message: Any, now_ms: int) -> Problem | None:
-        problem = keys.mismatch(key, *series(message))
-        if problem is not None:
-            return problem
         twice = duplicate_key(value)
-        return None if twice is None else ("duplicate_key", f"key {twice!r} appears more than once")
+        if twice is not None:
+            return "duplicate_key", f"key {twice!r} appears more than once"
+        return keys.mismatch(key, *series(message))
 
     return check
 

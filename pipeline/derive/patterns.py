@@ -8,12 +8,17 @@ and upserts it into the vector role under a deterministic id (tenant, broker,
 symbol, timeframe, window end). It also records the forward return of the
 window that ended ``horizon`` bars earlier: log(close now / close then).
 Everything is a pure function of stored bars, so redelivery and replay rewrite
-the same vectors. Each pending bar remembers its ``candles.v1`` record: if the
-vector store refuses what was derived from it, that record is dead-lettered.
+the same vectors.
+
+A flush first derives every write (patterns, then forward returns) from the
+pending bars, then writes them; each derived write remembers the ``candles.v1``
+record of the newest pending bar at or before its window's end, so if the
+vector store refuses one window, that record alone is dead-lettered.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import defaultdict
 from typing import Sequence
@@ -48,9 +53,11 @@ ORDER BY tenant, broker, symbol, start_ms
 Series = tuple[str, str, str]
 #: A pending bar: (timeframe, series, bar start).
 PendingBar = tuple[str, Series, int]
+#: A derived write: a pattern upsert (forward return None) or a forward return of a stored pattern.
+DerivedWrite = tuple[PatternKey, Pattern | None, float | None]
 
 
-class PatternBuilder(ItemSink[PendingBar]):
+class PatternBuilder(ItemSink[DerivedWrite]):
     def __init__(self, session: AnalyticsSession, vectors: VectorStore, timeframes: Sequence[Timeframe],
                  horizon_bars: int) -> None:
         self._session = session
@@ -58,6 +65,8 @@ class PatternBuilder(ItemSink[PendingBar]):
         self._timeframes = {tf.name: tf for tf in timeframes}
         self._horizon = horizon_bars
         self._pending: dict[PendingBar, RawRecord | None] = {}
+        self._derived: list[DerivedWrite] = []
+        self._origins: dict[PatternKey, RawRecord | None] = {}
 
     @property
     def name(self) -> str:
@@ -73,30 +82,40 @@ class PatternBuilder(ItemSink[PendingBar]):
             if bar.timeframe in self._timeframes:
                 self._pending[bar.timeframe, (bar.tenant, bar.broker, bar.symbol), bar.start_ms] = record
 
-    def _items(self) -> list[PendingBar]:
-        return sorted(self._pending)
-
-    async def _write(self, items: Sequence[PendingBar]) -> None:
-        """Upsert the patterns of ``items``, then their forward returns. Idempotent."""
+    async def _prepare(self) -> None:
+        """Derive every pattern and forward return the pending bars lead to (patterns first). Idempotent."""
         patterns: dict[PatternKey, Pattern] = {}
         forward: dict[PatternKey, float] = {}
+        self._origins = {}
         groups: dict[str, dict[Series, set[int]]] = defaultdict(lambda: defaultdict(set))
-        for timeframe, series, start in items:
+        for timeframe, series, start in self._pending:
             groups[timeframe][series].add(start)
         for timeframe, by_series in groups.items():
             history = await self._history(timeframe, by_series)
             for series, starts in by_series.items():
                 self._derive(timeframe, series, history.get(series, []), starts, patterns, forward)
-        if patterns:
-            await self._vectors.upsert(list(patterns.values()))
-        if forward:
-            await self._vectors.set_forward_returns(list(forward.items()))
+        self._derived = [(key, pattern, None) for key, pattern in patterns.items()]
+        self._derived += [(key, None, value) for key, value in forward.items()]
 
-    def _origin(self, item: PendingBar) -> RawRecord | None:
-        return self._pending.get(item)
+    def _items(self) -> list[DerivedWrite]:
+        return self._derived
+
+    async def _write(self, items: Sequence[DerivedWrite]) -> None:
+        """Upsert the patterns among ``items``, then their forward returns. Idempotent."""
+        patterns = [pattern for _, pattern, _ in items if pattern is not None]
+        forward = [(key, value) for key, _, value in items if value is not None]
+        if patterns:
+            await self._vectors.upsert(patterns)
+        if forward:
+            await self._vectors.set_forward_returns(forward)
+
+    def _origin(self, item: DerivedWrite) -> RawRecord | None:
+        return self._origins.get(item[0])
 
     def _clear(self) -> None:
         self._pending.clear()
+        self._derived = []
+        self._origins = {}
 
     async def _history(self, timeframe: str, groups: dict[Series, set[int]]) -> dict[Series, list[tuple]]:
         """Per series, oldest first: every bar from the earliest pending one to ``WINDOW_BARS`` bar lengths
@@ -121,13 +140,19 @@ class PatternBuilder(ItemSink[PendingBar]):
         affected = sorted({j for start in starts if start in index
                            for j in range(index[start], min(index[start] + WINDOW_BARS + 1, len(bars)))})
         closes = [bar[4] for bar in bars]
+        pending_at = sorted(index[start] for start in starts if start in index)
         for i in affected:
+            newest_pending = pending_at[bisect.bisect_right(pending_at, i) - 1]
+            origin = self._pending.get((timeframe, series, int(bars[newest_pending][0])))
             if i >= WINDOW_BARS:
                 window = bars[i - WINDOW_BARS:i + 1]
                 embedded = embed([b[4] for b in window], [b[2] for b in window], [b[3] for b in window], [b[5] for b in window])
                 if embedded is not None:
                     key = PatternKey(*series, timeframe, int(bars[i][1]))
                     patterns[key] = Pattern(key, embedded[0], close=closes[i], volatility=embedded[1])
+                    self._origins[key] = origin
             j = i - self._horizon
             if j >= WINDOW_BARS and closes[j] > 0 and closes[i] > 0:
-                forward[PatternKey(*series, timeframe, int(bars[j][1]))] = math.log(closes[i] / closes[j])
+                key = PatternKey(*series, timeframe, int(bars[j][1]))
+                forward[key] = math.log(closes[i] / closes[j])
+                self._origins.setdefault(key, origin)

@@ -90,5 +90,6 @@ class ItemSink(Sink, Generic[Item]):
         await self._prepare()
         items = self._items()
         refused = await isolate(len(items), lambda lo, hi: self._write(items[lo:hi]))
+        found = refusals(self.name, refused, lambda index: self._origin(items[index]))
         self._clear()
-        return refusals(self.name, refused, lambda index: self._origin(items[index]))
+        return found
