@@ -17,7 +17,7 @@ import os
 import re
 import sys
 from datetime import datetime, timezone
-from typing import Any, Awaitable, NoReturn, TypeVar
+from typing import Any, Coroutine, NoReturn, TypeVar
 
 import click
 import msgspec
@@ -96,10 +96,10 @@ def _position(text: str) -> tuple[int, int]:
         _fail(str(exc), 2)
 
 
-def _run(settings: Settings, work: Awaitable[T]) -> T:
+def _run(settings: Settings, work: Coroutine[Any, Any, T]) -> T:
     """Run ``work``; a broker that cannot be reached or fails ends the command with one line on stderr, exit 1."""
     try:
-        return asyncio.run(work)  # type: ignore[arg-type]
+        return asyncio.run(work)
     except BrokerUnavailable as exc:
         _fail(f"cannot reach the Kafka broker at TICKWIRE_BROKER_URL={settings.broker_url} ({exc.cause}); "
               "start it (`tickwire stack up` for the local stack) or set TICKWIRE_BROKER_URL to a reachable broker", 1)

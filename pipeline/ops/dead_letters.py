@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import heapq
 import re
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Literal
+from typing import AsyncGenerator, Literal
 
 import msgspec
 from aiokafka.errors import KafkaError
@@ -96,7 +97,7 @@ def _decode(partition: int, offset: int, key: bytes | None, value: bytes | None)
         raise NotALetter(f"the record at {partition}:{offset} of {DLQ_TOPIC} is not a dlq.v1 envelope: {exc}") from None
 
 
-async def scan_dead_letters(source: Source, counts: ScanCounts | None = None) -> AsyncIterator[Letter]:
+async def scan_dead_letters(source: Source, counts: ScanCounts | None = None) -> AsyncGenerator[Letter, None]:
     """Every letter in the DLQ, partition by partition in offset order, read without a consumer group."""
     counts = counts if counts is not None else ScanCounts()
     async for batch in scan_topic(source, DLQ_TOPIC, max_records=_SCAN_BATCH):
@@ -137,10 +138,11 @@ async def newest_dead_letters(source: Source, limit: int,
     """The ``limit`` newest letters matching ``where`` (oldest first) and the scan's counts; keeps no more while it scans."""
     counts = ScanCounts()
     newest = NewestLetters(limit)
-    async for item in scan_dead_letters(source, counts):
-        if where(item):
-            counts.matched += 1
-            newest.offer(item)
+    async with aclosing(scan_dead_letters(source, counts)) as letters:
+        async for item in letters:
+            if where(item):
+                counts.matched += 1
+                newest.offer(item)
     return newest.letters(), counts
 
 
@@ -236,7 +238,7 @@ class RetryReport:
 
 
 async def _selected(reader: RecordReader, settings: Settings, where: LetterFilter,
-                    report: RetryReport) -> AsyncIterator[Letter]:
+                    report: RetryReport) -> AsyncGenerator[Letter, None]:
     if where.positions:
         for partition, offset in sorted(where.positions):
             try:
@@ -250,9 +252,10 @@ async def _selected(reader: RecordReader, settings: Settings, where: LetterFilte
                 yield item
         return
     counts = ScanCounts()
-    async for item in scan_dead_letters(settings, counts):
-        if where(item):
-            yield item
+    async with aclosing(scan_dead_letters(settings, counts)) as letters:
+        async for item in letters:
+            if where(item):
+                yield item
     report.unreadable = counts.unreadable
 
 
@@ -274,19 +277,14 @@ async def retry_dead_letters(settings: Settings, where: LetterFilter) -> RetryRe
         except (KafkaError, OSError) as exc:
             raise BrokerUnavailable(settings.bootstrap_servers, f"{type(exc).__name__}: {exc}") from exc
         try:
-            async for item in _selected(reader, settings, where, report):
-                report.selected += 1
-                original = await resolve_original(reader, item)
-                if original.status == "not_retained":
-                    report.not_retained.append(f"{item.position}: {original.detail}")
-                elif original.status == "mismatch":
-                    report.mismatched.append(f"{item.position}: {original.detail}")
-                elif original.key is None and original.value is None:
-                    report.failed.append(f"{item.position}: the original had neither key nor value")
-                else:
+            async with aclosing(_selected(reader, settings, where, report)) as selected:
+                async for item in selected:
+                    report.selected += 1
+                    original = await resolve_original(reader, item)
                     try:
-                        await producer.send_raw(item.letter.topic, original.key, original.value)  # type: ignore[arg-type]
-                        report.resubmitted += 1
+                        if _resubmittable(item, original, report):
+                            await producer.send_raw(item.letter.topic, original.key, original.value)  # type: ignore[arg-type]
+                            report.resubmitted += 1
                     except (KafkaError, DeliveryError) as exc:
                         report.failed.append(f"{item.position}: {type(exc).__name__}: {exc}")
             try:
@@ -298,3 +296,16 @@ async def retry_dead_letters(settings: Settings, where: LetterFilter) -> RetryRe
             raise
         await producer.__aexit__(None, None, None)
     return report
+
+
+def _resubmittable(item: Letter, original: Original, report: RetryReport) -> bool:
+    """Whether ``original`` can be re-submitted whole; if not, counted in ``report`` with why."""
+    if original.status == "not_retained":
+        report.not_retained.append(f"{item.position}: {original.detail}")
+    elif original.status == "mismatch":
+        report.mismatched.append(f"{item.position}: {original.detail}")
+    elif original.key is None and original.value is None:
+        report.failed.append(f"{item.position}: the original had neither key nor value")
+    else:
+        return True
+    return False

@@ -2,7 +2,7 @@
 
 :func:`scan_topic` reads a whole topic from its start to its end as seen when the
 scan reaches each partition: the high watermark reported with that partition's
-first fetch (tansu's ListOffsets end is unreliable, see README). Records
+first fetch (tansu answers ListOffsets wrongly, so it is not asked). Records
 produced after that (e.g. dead letters of records being retried) are not
 part of the scan, so a scan always ends. :class:`RecordReader` reads single
 records at given offsets. Nothing here commits anything.
