@@ -34,9 +34,11 @@ from bench.profile import Profiler
 from pipeline.config import Settings
 from pipeline.devstack.worker_process import WorkerProcess
 from pipeline.ops.sql_client import worker_query
+from pipeline.runtime.source import stage_group
+from pipeline.runtime.topology import consumers_of
 
 POLL_S = 0.02
-_ASSIGNED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[INFO\] assigned \d+ partitions", re.M)
+_ASSIGNED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[INFO\] stage \w+: assigned \d+ partitions", re.M)
 
 
 @dataclass(frozen=True)
@@ -73,25 +75,29 @@ class WorkerTimeline:
 
 
 class CommitWatcher:
-    """Reads a group's committed offsets without joining it."""
+    """Reads the committed offsets of the stage groups that consume the given partitions, without joining them."""
 
     def __init__(self, settings: Settings, partitions: Sequence[TopicPartition]) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id,
-                                          enable_auto_commit=False)
         self._partitions = list(partitions)
+        self._group_of = {tp: stage_group(settings, consumers_of(tp.topic)[0].name) for tp in self._partitions}
+        self._by_group = {group: AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
+                                                  enable_auto_commit=False)
+                          for group in sorted(set(self._group_of.values()))}
 
     async def __aenter__(self) -> CommitWatcher:
-        await self._consumer.start()
+        for consumer in self._by_group.values():
+            await consumer.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._consumer.stop()
+        for consumer in self._by_group.values():
+            await consumer.stop()
 
     async def committed(self) -> int:
         """Records committed over all partitions (committed offsets start at 0 in a fresh topic)."""
         total = 0
         for tp in self._partitions:
-            total += await self._consumer.committed(tp) or 0
+            total += await self._by_group[self._group_of[tp]].committed(tp) or 0
         return total
 
 

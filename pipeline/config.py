@@ -135,6 +135,7 @@ class Settings(BaseSettings):
     api_header_timeout_s: float = Field(10.0, gt=0, le=300,
                                         description="A client must send a request's headers within this.")
     api_keepalive_timeout_s: float = Field(15.0, gt=0, le=3600, description="Idle keep-alive connections close after this.")
+    api_body_timeout_s: float = Field(10.0, gt=0, le=300, description="A client must send a request's body within this.")
 
     # hot cache
     hot_key_ttl_s: int = Field(86_400, ge=1)

@@ -45,7 +45,7 @@ async def analytics(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     await store.migrate()
     yield store
     if not store.in_process:
-        await store.command(f"DROP DATABASE IF EXISTS {DATABASE}")
+        await store.session("conformance").command(f"DROP DATABASE IF EXISTS {DATABASE}")
     await store.close()
 
 
@@ -57,20 +57,20 @@ def tick_columns(tenant: str, n: int, *, offset: int = 0) -> list[list]:
 
 
 async def scalar(store: AnalyticsStore, sql: str, **parameters: object) -> object:
-    _, rows = await store.query(sql, parameters)
+    _, rows = await store.read(sql, parameters, timeout_s=30)
     return rows[0][0]
 
 
 async def test_migrations_are_idempotent_and_create_every_table(analytics: AnalyticsStore) -> None:
     await analytics.migrate()
-    _, rows = await analytics.query("SELECT name, engine FROM system.tables WHERE database = {db:String} ORDER BY name",
-                                    {"db": DATABASE})
+    _, rows = await analytics.read("SELECT name, engine FROM system.tables WHERE database = {db:String} ORDER BY name",
+                                   {"db": DATABASE}, timeout_s=30)
     assert rows == [("candles", "ReplacingMergeTree"), ("signals", "ReplacingMergeTree"), ("ticks", "ReplacingMergeTree")]
 
 
 async def test_a_tick_written_twice_is_one_row(analytics: AnalyticsStore, tenant: str) -> None:
-    await analytics.insert_columns("ticks", TICKS_COLUMNS, tick_columns(tenant, 500))
-    await analytics.insert_columns("ticks", TICKS_COLUMNS, tick_columns(tenant, 500, offset=1_000))  # redelivered
+    await analytics.session("conformance").insert_columns("ticks", TICKS_COLUMNS, tick_columns(tenant, 500))
+    await analytics.session("conformance").insert_columns("ticks", TICKS_COLUMNS, tick_columns(tenant, 500, offset=1_000))  # redelivered
     sql = f"SELECT count() FROM {DATABASE}.ticks FINAL WHERE tenant = {{tenant:String}}"
     assert await scalar(analytics, sql, tenant=tenant) == 500
 
@@ -82,9 +82,9 @@ async def test_the_candle_with_more_ticks_wins(analytics: AnalyticsStore, tenant
         return [[v] for v in values]
 
     for ticks, close in [(3, 1.01), (5, 1.05), (4, 1.04)]:  # an amended bar, then a stale replay of an older one
-        await analytics.insert_columns("candles", CANDLES_COLUMNS, bar(ticks, close))
-    _, rows = await analytics.query(
-        f"SELECT ticks, close FROM {DATABASE}.candles FINAL WHERE tenant = {{tenant:String}}", {"tenant": tenant})
+        await analytics.session("conformance").insert_columns("candles", CANDLES_COLUMNS, bar(ticks, close))
+    _, rows = await analytics.read(
+        f"SELECT ticks, close FROM {DATABASE}.candles FINAL WHERE tenant = {{tenant:String}}", {"tenant": tenant}, timeout_s=30)
     assert rows == [(5, 1.05)]
 
 
@@ -94,23 +94,31 @@ async def test_a_signal_is_one_row_per_tenant_and_id(analytics: AnalyticsStore, 
         return [[tenant] * n, ids, ["demo"] * n, ["trend"] * n, ["EURUSD"] * n, [T0] * n, ["buy"] * n, [0.5] * n,
                 [1.1] * n, [None] * n, [None] * n, [reason] * n, [0] * n, list(range(n))]
 
-    await analytics.insert_columns("signals", SIGNALS_COLUMNS, signals(["s1", "s2"], None))
-    await analytics.insert_columns("signals", SIGNALS_COLUMNS, signals(["s2", "s3"], "again"))
+    await analytics.session("conformance").insert_columns("signals", SIGNALS_COLUMNS, signals(["s1", "s2"], None))
+    await analytics.session("conformance").insert_columns("signals", SIGNALS_COLUMNS, signals(["s2", "s3"], "again"))
     sql = f"SELECT id FROM {DATABASE}.signals FINAL WHERE tenant = {{tenant:String}} ORDER BY id"
-    _, rows = await analytics.query(sql, {"tenant": tenant})
+    _, rows = await analytics.read(sql, {"tenant": tenant}, timeout_s=30)
     assert rows == [("s1",), ("s2",), ("s3",)]
 
 
-async def test_queries_are_read_only_unless_asked(analytics: AnalyticsStore, tenant: str) -> None:
+async def test_reads_are_read_only_and_bounded_and_leave_the_writer_writable(analytics: AnalyticsStore, tenant: str) -> None:
     with pytest.raises(Exception, match="(?i)readonly"):
-        await analytics.query(f"INSERT INTO {DATABASE}.signals (tenant, id) VALUES ({{t:String}}, 'x')", {"t": tenant})
+        await analytics.read(f"INSERT INTO {DATABASE}.signals (tenant, id) VALUES ({{t:String}}, 'x')", {"t": tenant},
+                             timeout_s=30)
     assert await scalar(analytics, f"SELECT count() FROM {DATABASE}.signals WHERE tenant = {{t:String}}", t=tenant) == 0
     # a hostile parameter value is a value, never SQL
     assert await scalar(analytics, "SELECT {v:String}", v="x' OR 1=1 --") == "x' OR 1=1 --"
+    # a read past its time is cancelled in the store, not merely abandoned
+    with pytest.raises(Exception, match="TIMEOUT_EXCEEDED"):
+        await analytics.read("SELECT sleepEachRow(0.5) FROM numbers(10) SETTINGS max_block_size = 1", timeout_s=1)
+    # the refused write left the writer sessions writable
+    await analytics.session("conformance").insert_columns("signals", SIGNALS_COLUMNS, [
+        [tenant], ["w"], ["demo"], ["s"], ["EURUSD"], [T0], ["buy"], [0.5], [None], [None], [None], [None], [0], [0]])
+    assert await scalar(analytics, f"SELECT count() FROM {DATABASE}.signals WHERE tenant = {{t:String}}", t=tenant) == 1
 
 
 async def test_inserts_on_a_server_wait_for_async_inserts(analytics: AnalyticsStore) -> None:
     if analytics.in_process:
-        assert analytics.insert_settings == {}
+        assert analytics.session("conformance").insert_settings == {}
     else:
-        assert analytics.insert_settings == {"async_insert": 1, "wait_for_async_insert": 1}
+        assert analytics.session("conformance").insert_settings == {"async_insert": 1, "wait_for_async_insert": 1}

@@ -50,12 +50,14 @@ from tests.waiting import wait_until
 
 HEADER_TIMEOUT_S = 1.0
 KEEPALIVE_TIMEOUT_S = 4.0
+BODY_TIMEOUT_S = 1.0
 #: How late a timer may close a connection on a busy box and still pass (it may never close early).
 MARGIN_S = 2.5
 #: The worker's limits: a tiny burst; one store query per tenant at once, waited for 1 ms at most (an uncached
 #: ClickHouse read takes longer, so a tenant's concurrent uncached requests beyond the first are refused).
 LIMITS: dict[str, object] = dict(api_rate_per_s=2.0, api_rate_burst=3, api_tenant_queries=1, api_query_timeout_s=0.001,
-                                 api_header_timeout_s=HEADER_TIMEOUT_S, api_keepalive_timeout_s=KEEPALIVE_TIMEOUT_S)
+                                 api_header_timeout_s=HEADER_TIMEOUT_S, api_keepalive_timeout_s=KEEPALIVE_TIMEOUT_S,
+                                 api_body_timeout_s=BODY_TIMEOUT_S)
 #: Looks like a key, is none; must never come back in an answer or reach a log.
 SECRET = "tw_" + uuid.uuid4().hex[:16] + "_Zk9SECRETqW" + uuid.uuid4().hex
 NO_CACHE = {"Cache-Control": "no-cache"}
@@ -269,6 +271,27 @@ async def _hello(request: web.Request) -> web.Response:
     return web.json_response({"data": []})
 
 
+#: Set by the in-process servers' ``/slow`` route when it starts answering (it takes SLOW_S).
+SLOW_STARTED = threading.Event()
+SLOW_S = HEADER_TIMEOUT_S + 1.0
+
+
+async def _slow(request: web.Request) -> web.Response:
+    SLOW_STARTED.set()
+    await asyncio.sleep(SLOW_S)  # the server's work, not a wait of the test
+    return web.json_response({"data": []})
+
+
+async def _echo(request: web.Request) -> web.Response:
+    return web.json_response({"length": len(await request.read())})
+
+
+def _add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get(PATH, _hello)
+    router.add_get("/slow", _slow)
+    router.add_post("/echo", _echo)
+
+
 @contextmanager
 def _serving(start: Callable[[], Awaitable[object]], stop: Callable[[], Awaitable[object]] | None,
              port: int) -> Iterator[None]:
@@ -311,7 +334,7 @@ def _standalone(records: list[logging.LogRecord]) -> Iterator[Server]:
     """``tickwire api``'s serving function, :func:`pipeline.api.server.run`, with a trivial application."""
     settings = _local_settings()
     application = web.Application()
-    application.router.add_get(PATH, _hello)
+    _add_routes(application.router)
     with _serving(lambda: run_standalone(application, settings, handle_signals=False), None, settings.api_port):
         yield Server("standalone", settings.api_port, lambda: _formatted(records))
 
@@ -325,7 +348,7 @@ def _faust_driver(records: list[logging.LogRecord]) -> Iterator[Server]:
     app = faust.App("protect-" + uuid.uuid4().hex[:6], broker="kafka://127.0.0.1:1", web_bind="127.0.0.1",
                     web_port=settings.api_port)
     driver = app.web
-    driver.web_app.router.add_get(PATH, _hello)
+    _add_routes(driver.web_app.router)
     protect_faust_web(driver, settings)
     assert isinstance(driver._runner, GuardedAppRunner)
 
@@ -335,6 +358,13 @@ def _faust_driver(records: list[logging.LogRecord]) -> Iterator[Server]:
 
     with _serving(start, driver.stop_server, settings.api_port):
         yield Server("faust-driver", settings.api_port, lambda: _formatted(records))
+
+
+@pytest.fixture(params=["standalone", "faust-driver"])
+def local_server(request: pytest.FixtureRequest, log_records: list[logging.LogRecord]) -> Iterator[Server]:
+    """The servers in this process, with the routes ``/slow`` and ``/echo`` too."""
+    with (_standalone if request.param == "standalone" else _faust_driver)(log_records) as served:
+        yield served
 
 
 @pytest.fixture(params=["worker", "standalone", "faust-driver"])
@@ -389,7 +419,8 @@ def _seconds_until_closed(server: Server, sent: bytes, trickle: bytes = b"", *, 
 
 def _exchange(sock: socket.socket, raw: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send ``raw``; the answer's status, headers and body (the server closes after it, or keeps it alive)."""
-    sock.sendall(raw)
+    if raw:
+        sock.sendall(raw)
     data = b""
 
     def answered() -> bool:
@@ -436,6 +467,57 @@ def test_a_later_request_head_counts_from_its_first_byte(server: Server) -> None
         sock.close()
 
 
+def test_a_head_begun_while_a_request_is_answered_is_timed_and_the_answer_completes(local_server: Server) -> None:
+    sock = _connect(local_server)
+    try:
+        SLOW_STARTED.clear()
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(SLOW_STARTED.is_set, timeout_s=15, what="the slow request to be in progress", interval_s=0.01)
+        began = time.monotonic()
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n")  # the next head, never completed
+        received = b""
+
+        def closed() -> bool:
+            nonlocal received
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return False
+            except ConnectionResetError:
+                return True
+            received += chunk
+            return chunk == b""
+
+        wait_until(closed, timeout_s=SLOW_S + MARGIN_S, what="the server to close the connection", interval_s=0.05)
+        # the request in progress was answered in full, then the connection closed (not a keep-alive timeout later)
+        assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b'{"data": []}'), received
+        assert time.monotonic() - began < SLOW_S + MARGIN_S < SLOW_S + KEEPALIVE_TIMEOUT_S
+    finally:
+        sock.close()
+
+
+def test_a_slow_body_is_not_timed_as_a_head(local_server: Server) -> None:
+    """A body sent a byte every 50 ms for longer than the header timeout: answered, and the connection kept."""
+    sock = _connect(local_server)
+    try:
+        length = int((HEADER_TIMEOUT_S + 1.0) / 0.05)
+        sock.sendall(f"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode())
+        sent = 0
+
+        def body_sent() -> bool:
+            nonlocal sent
+            sock.sendall(b"b")
+            sent += 1
+            return sent == length
+
+        wait_until(body_sent, timeout_s=length * 0.05 + 30, what="the body to be sent", interval_s=0.05)
+        status, _, body = _exchange(sock, b"")
+        assert status == 200 and orjson.loads(body) == {"length": length}
+        assert _exchange(sock, ANSWERED)[0] == 200  # still open
+    finally:
+        sock.close()
+
+
 def test_an_idle_keep_alive_connection_closes_after_the_keep_alive_timeout(server: Server) -> None:
     sock = _connect(server)
     try:
@@ -475,16 +557,37 @@ def test_malformed_requests_get_a_fixed_json_answer_that_echoes_nothing(server: 
         assert headers["content-type"].startswith("application/json"), (case, headers)
         assert orjson.loads(body) == {"error": "malformed HTTP request"}, (case, body)
         assert "SECRET" not in str(headers), case
-    assert SECRET not in server.log_text() and "Zk9SECRET" not in server.log_text()
+    logged = server.log_text()
+    assert "refused a malformed request" in logged  # the refusals are logged, without the request's bytes
+    assert "Zk9SECRET" not in logged
 
 
 @pytest.mark.stack
 def test_invalid_keys_are_refused_without_echoing_them(worker: WorkerProcess) -> None:
+    logged_before = Path(worker.log_file).stat().st_size
     client = ApiClient(worker.settings.api_url)
     for header in (f"Bearer {SECRET}", f"Bearer {SECRET[3:]}", f"Basic {SECRET}", SECRET, f"Bearer  {SECRET} x",
                    f"bearer {SECRET}"):
         answer = client.request("GET", "/v1/ticks", {"symbol": "EURUSD"}, headers={"Authorization": header})
         assert answer.status == 401, (header, answer.body)
         assert "Zk9SECRET" not in orjson.dumps(answer.body).decode() + str(answer.headers)
-    log = Path(worker.log_file).read_text(errors="replace")
-    assert "Zk9SECRET" not in log
+    with open(worker.log_file, "rb") as log:
+        log.seek(logged_before)
+        assert b"Zk9SECRET" not in log.read()
+
+
+@pytest.mark.stack
+def test_a_body_that_stalls_is_answered_408_within_the_body_timeout(worker: WorkerProcess, stack_settings: Settings) -> None:
+    key = issue_key(stack_settings, _tenant("bt")).key
+    head = (f"POST /v1/patterns/search HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: 500\r\n\r\n").encode()
+    sock = socket.create_connection(("127.0.0.1", worker.settings.api_port), timeout=10)
+    sock.settimeout(0.05)
+    try:
+        began = time.monotonic()
+        status, _, body = _exchange(sock, head + b'{"vector": [1')  # and then nothing more
+        took = time.monotonic() - began
+    finally:
+        sock.close()
+    assert status == 408 and "body" in orjson.loads(body)["error"]
+    assert BODY_TIMEOUT_S <= took < BODY_TIMEOUT_S + MARGIN_S

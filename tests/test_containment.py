@@ -24,7 +24,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.contracts.topics import TICKS_TOPIC
-from pipeline.devstack import stop_server, start_server
+from pipeline.devstack import start_server, stop_server
 from pipeline.devstack.worker_process import settings_env
 from pipeline.ingest.producer import MT5Producer, encode_tick
 from pipeline.ops.sql_client import worker_query

@@ -79,8 +79,10 @@ def test_dlq_schema_matches_its_struct():
 
 
 class _Record:
-    def __init__(self, value: bytes | None, offset: int = 0) -> None:
-        self.topic, self.partition, self.offset, self.timestamp, self.key, self.value = "t", 0, offset, 0, b"k", value
+    """A consumed record keyed as the valid tick's series (``tenant:broker:symbol``)."""
+
+    def __init__(self, value: bytes | None, offset: int = 0, key: bytes = b"acme:demo:EURUSD") -> None:
+        self.topic, self.partition, self.offset, self.timestamp, self.key, self.value = "t", 0, offset, 0, key, value
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,11 @@ Modules, one concept each:
 - Access: :mod:`~pipeline.api.migrations` (the operational schema),
   :mod:`~pipeline.api.tenants`, :mod:`~pipeline.api.keys` (format, hashing,
   storage), :mod:`~pipeline.api.auth` (bearer keys to tenants, briefly cached).
+- Containment (one client or tenant never slows or stops the others):
+  :mod:`~pipeline.api.rate_limit` (requests per key),
+  :mod:`~pipeline.api.query_slots` (concurrent store queries per tenant),
+  :mod:`~pipeline.api.server_limits` (header-read and keep-alive timeouts,
+  fixed answers to malformed requests, on both servers).
 - Operations: :mod:`~pipeline.api.health`, :mod:`~pipeline.api.context` (the
   stores the API reads), :mod:`~pipeline.cli.api`, :mod:`~pipeline.devstack.demo_api`.
 """

@@ -32,6 +32,11 @@ cancel it for the others.
 
 A request with ``Cache-Control: no-cache`` is always computed (and its answer
 kept for the next request): the uncached service time, on demand.
+
+Only a computation queries the store, so only it holds one of the tenant's
+query slots (:mod:`pipeline.api.query_slots`, taken by the ``compute`` that
+:mod:`pipeline.api.app` passes); a kept answer, or waiting for a running
+computation, needs none.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ application's (:mod:`pipeline.api.server`). For each request the wrapper:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -77,7 +78,8 @@ async def _answer(route: Route, ctx: ApiContext, request: web.Request) -> web.St
     params = parse_query(request.query, route.params)
     if request.match_info:
         params.update(parse_path(request.match_info, route.params))
-    body = parse_body(await request.read(), route.body.decoder) if route.body is not None else None
+    body = parse_body(await _read_body(request, ctx.settings.api_body_timeout_s), route.body.decoder) \
+        if route.body is not None else None
     call = Call(principal, params, body)
     if route.cached and principal is not None:
         async def compute() -> bytes:
@@ -99,6 +101,15 @@ async def _run(route: Route, ctx: ApiContext, call: Call) -> Any:
         return await route.handler(ctx, call)
     async with ctx.query_slots.slot(call.principal.tenant):
         return await route.handler(ctx, call)
+
+
+async def _read_body(request: web.Request, timeout_s: float) -> bytes:
+    """The request body, or 408 if the client has not sent it all within ``timeout_s`` (a stalled upload)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {timeout_s:g} s") from None
 
 
 def handler(route: Route, ctx: ApiContext) -> AiohttpHandler:

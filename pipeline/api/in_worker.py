@@ -29,6 +29,7 @@ from mode import Service
 from pipeline.api.answer_cache import for_seconds, until_commit
 from pipeline.api.app import mount
 from pipeline.api.context import ApiContext, PipelineView
+from pipeline.api.server_limits import protect_faust_web
 from pipeline.config import Settings
 from pipeline.stores.connections import Connections
 
@@ -56,5 +57,6 @@ def serve_api(app: faust.App, settings: Settings, connections: Connections, stat
     context = ApiContext(settings, analytics=connections.analytics, cache=connections.cache, vectors=connections.vectors,
                          graph=connections.graph, status=status, owns_stores=False, answers=answers)
     mount(app.web.web_app.router, context)
+    protect_faust_web(app.web, settings)
     app.service(ApiService(context))
     return context

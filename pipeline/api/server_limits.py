@@ -8,11 +8,12 @@ starts). Contract, per connection:
 - **Header timeout** (``TICKWIRE_API_HEADER_TIMEOUT_S``, slowloris protection):
   a request's head (request line and headers) must be complete within the
   timeout, counted from the connection's start for its first request and from
-  the first byte of each later one; otherwise the connection is closed, with
-  no answer. Sending a byte now and then does not extend it. (As Go's
+  the first byte of each later one (also when it arrives while the previous
+  request is still being answered); otherwise the connection is closed, with
+  no answer to that head (a request being answered then is answered first).
+  Sending a byte now and then does not extend it. As Go's
   ``ReadHeaderTimeout``: the wait *between* requests is the keep-alive
-  timeout's. A pipelined head whose first bytes arrived while the previous
-  request was being answered is bounded by the keep-alive timeout instead.)
+  timeout's, and a request's body is not timed here.
 - **Keep-alive timeout** (``TICKWIRE_API_KEEPALIVE_TIMEOUT_S``): a connection
   idle that long after its last answer is closed (aiohttp's own timer).
 - **Malformed requests** (bad request line, method, version, header name or
@@ -26,8 +27,9 @@ starts). Contract, per connection:
   the same kind of fixed JSON body.
 
 It relies on aiohttp's :class:`~aiohttp.web_protocol.RequestHandler` internals
-(``_request_count``: heads parsed, including malformed ones; ``_waiter``: set
-while the connection waits for its next request), as of aiohttp 3.14;
+(``_request_count``: heads parsed, including malformed ones; ``_messages``:
+parsed requests with their bodies; ``_waiter``: set while the connection
+waits for a request; ``_upgraded``), as of aiohttp 3.14;
 ``tests/test_api_protection.py`` exercises both servers.
 """
 
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -58,26 +61,37 @@ MALFORMED_BODY = orjson.dumps({"error": "malformed HTTP request"})
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's connection protocol with the header timeout and fixed error bodies (see the module docstring)."""
 
-    __slots__ = ("_header_timeout_s", "_header_deadline", "_heads_at_arm")
+    __slots__ = ("_header_timeout_s", "_header_deadline", "_heads_at_arm", "_newest_payload")
 
     def __init__(self, manager: web.Server, *, header_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout_s = header_timeout_s
         self._header_deadline: asyncio.TimerHandle | None = None
         self._heads_at_arm = 0
+        #: The body of the newest request parsed (None before the first).
+        self._newest_payload: StreamReader | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._arm_header_deadline()  # the first request's head: from the connection's start
 
     def data_received(self, data: bytes) -> None:
-        waiting_for_request = self._waiter is not None and not self._waiter.done()
-        if data and self._header_deadline is None and waiting_for_request:
-            self._arm_header_deadline()  # the first byte of a later request's head
+        """Feed aiohttp's parser; the bytes were part of a head (its deadline runs from the first of them)
+        unless they completed one (deadline met) or belonged to a body (not timed here). A head whose first
+        bytes come in the read that completes the previous head or body is timed from the next read, or else
+        bounded by the keep-alive timeout."""
+        in_body = self._in_body()
         heads = self._request_count
         super().data_received(data)
         if self._request_count != heads:
+            self._newest_payload = self._messages[-1][1] if self._messages else None
+        if self._request_count != heads or in_body or self._in_body() or self._upgraded:
             self._disarm_header_deadline()
+        elif data and self._header_deadline is None:
+            self._arm_header_deadline()  # the first byte of a later request's head
+
+    def _in_body(self) -> bool:
+        return self._newest_payload is not None and not self._newest_payload.is_eof()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm_header_deadline()
@@ -94,11 +108,17 @@ class GuardedRequestHandler(RequestHandler):
             self._header_deadline = None
 
     def _header_deadline_passed(self) -> None:
+        """No head completed in time: close now if the connection waits for it, else once the requests being
+        answered are (the incomplete head is never answered)."""
         self._header_deadline = None
-        if self._request_count == self._heads_at_arm and self.transport is not None and not self._force_close:
-            log.debug("closed a connection from %s: no complete request head within %g s", self.peername,
-                      self._header_timeout_s)
+        if self._request_count != self._heads_at_arm or self.transport is None or self._force_close:
+            return
+        log.debug("closing a connection from %s: no complete request head within %g s", self.peername,
+                  self._header_timeout_s)
+        if self._waiter is not None and not self._waiter.done():
             self.force_close()
+        else:
+            self.close()
 
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:

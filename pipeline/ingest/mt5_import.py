@@ -37,11 +37,10 @@ from typing import BinaryIO, NamedTuple, TypedDict
 
 from pipeline.contracts import schemas
 from pipeline.contracts.schemas import TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_LAST, TICK_FLAG_VOLUME
-from pipeline.ingest.producer import MT5Producer
+from pipeline.ingest.producer import MT5Producer, utc_offset_ms
 
 REQUIRED_COLUMNS = ("DATE", "TIME", "BID", "ASK")
 OPTIONAL_COLUMNS = ("LAST", "VOLUME", "FLAGS")
-MAX_UTC_OFFSET_HOURS = 14.0
 MAX_TIME_MSC = 4_102_444_800_000
 MAX_PRICE = 1e9
 MAX_VOLUME = 1e15
@@ -198,15 +197,6 @@ def read_mt5_ticks(path: str | Path, *, utc_offset_hours: float = 0.0) -> Iterat
     """
     with MT5TickReader(path, utc_offset_hours=utc_offset_hours) as reader:
         yield from reader
-
-
-def utc_offset_ms(hours: float) -> int:
-    """Milliseconds of a broker's UTC offset; ``ValueError`` beyond +-14 h."""
-    if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not math.isfinite(hours):
-        raise ValueError(f"utc_offset_hours must be a number, got {hours!r}")
-    if abs(hours) > MAX_UTC_OFFSET_HOURS:
-        raise ValueError(f"utc_offset_hours must be within +-{MAX_UTC_OFFSET_HOURS:g}, got {hours:g}")
-    return round(hours * 3_600_000)
 
 
 def _header_names(header: str) -> list[str]:

@@ -9,6 +9,7 @@ learns at once that it produces something the pipeline would dead-letter.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import msgspec
@@ -21,6 +22,20 @@ from pipeline.core.kafka import make_producer
 
 _tick_decoder = msgspec.json.Decoder(Tick)
 _signal_decoder = msgspec.json.Decoder(Signal)
+
+
+#: The furthest a trade server's clock is from UTC (UTC-12 .. UTC+14).
+MAX_UTC_OFFSET_HOURS = 14.0
+
+
+def utc_offset_ms(hours: float) -> int:
+    """Milliseconds of a broker's UTC offset; ``ValueError`` beyond +-14 h."""
+    if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not math.isfinite(hours):
+        raise ValueError(f"utc_offset_hours must be a number, got {hours!r}")
+    if abs(hours) > MAX_UTC_OFFSET_HOURS:
+        raise ValueError(f"utc_offset_hours must be within +-{MAX_UTC_OFFSET_HOURS:g}, got {hours:g}")
+    return round(hours * 3_600_000)
+
 
 
 class DeliveryError(RuntimeError):
@@ -52,7 +67,11 @@ def encode_signal(**fields: Any) -> bytes:
 class MT5Producer:
     """Async producer of ``tick.v1`` and ``signal.v1`` records. Use ``async with``."""
 
-    def __init__(self, settings: Settings, *, validate: bool = True) -> None:
+    def __init__(self, settings: Settings, *, validate: bool = True, server_utc_offset_hours: float = 0.0) -> None:
+        """``server_utc_offset_hours``: the trade server's offset from UTC (MT5 reports times in the server's zone,
+        often UTC+2/+3); every ``time_msc`` given to :meth:`send_tick` and :meth:`send_signal` is converted to UTC by
+        subtracting it. The topic contract is UTC."""
+        self._offset_ms = utc_offset_ms(server_utc_offset_hours)
         self._producer = make_producer(settings)
         self._validate = validate
         self._deliveries: list[asyncio.Future] = []
@@ -82,6 +101,8 @@ class MT5Producer:
             del self._deliveries[:5_000]
 
     async def send_tick(self, **tick: Any) -> None:
+        if self._offset_ms:
+            tick["time_msc"] = int(tick["time_msc"]) - self._offset_ms
         value = encode_tick(**tick)
         if self._validate:
             _check(_tick_decoder, value)
@@ -89,6 +110,8 @@ class MT5Producer:
         await self.send_raw(TICKS_TOPIC, key, value)
 
     async def send_signal(self, **signal: Any) -> None:
+        if self._offset_ms:
+            signal["time_msc"] = int(signal["time_msc"]) - self._offset_ms
         value = encode_signal(**signal)
         if self._validate:
             _check(_signal_decoder, value)

@@ -156,6 +156,8 @@ class BatchSource(Service):
         await self._committer(offsets)
 
     async def on_started(self) -> None:
+        """Start consuming in the background: the group join takes seconds (half the session timeout on
+        tansu), and the stages of a worker join their groups at the same time, not one after the other."""
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers,
             group_id=stage_group(self.settings, self.stage),
@@ -170,16 +172,16 @@ class BatchSource(Service):
             fetch_max_bytes=64 << 20,
         )
         self.consumer.subscribe(topics=list(self._decoders), listener=_Rebalance(self))
-        await self.consumer.start()
         self._committer = group_committer(self.consumer)
         self._task = asyncio.create_task(self._consume(), name=f"tickwire-source-{self.stage}")
-        self.consuming = True
-        log.info("stage %s consuming %s as group %s", self.stage, ", ".join(self._decoders),
-                 stage_group(self.settings, self.stage))
 
     async def _consume(self) -> None:
         assert self.consumer is not None
         try:
+            await self.consumer.start()
+            self.consuming = True
+            log.info("stage %s consuming %s as group %s", self.stage, ", ".join(self._decoders),
+                     stage_group(self.settings, self.stage))
             while not self._stop_event.is_set():
                 if self._inflight is None or self._held_records < self.settings.commit_max_records:
                     fetched = await self.consumer.getmany(
