@@ -4,9 +4,10 @@ The topics are emptied and preloaded with ticks spread over hours of event
 time (so 1m, 5m and 1h bars close all along the backlog) and signals over the
 same span. The real worker (default settings: candles 1m,5m,1h, patterns,
 correlation and strategy graphs, signal enrichment) is timed, as in (1), from
-its partition assignment to the commit of the last record, which comes only
-after every bar, pattern, edge and enriched signal of the backlog was
-written. Each run has a fresh group and chDB directory, and empty cache,
+its partition assignment until every stage has committed everything: the
+ingest and signals stages their inputs, then the patterns and graph stages
+every bar and enriched signal the first two published (so every bar,
+pattern, edge and enriched signal of the backlog is written). Each run has a fresh group and chDB directory, and empty cache,
 vectors and graphs. The report gives the rate as a ratio to (1) and what the
 last run derived (bars, patterns, edges, enriched signals).
 
@@ -32,7 +33,7 @@ from bench.stack import BenchStack
 from bench.stats import rate_summary
 from bench.worker_run import stored_rows, time_backlog
 from pipeline.config import Settings
-from pipeline.contracts.topics import ENRICHED_TOPIC, SIGNALS_TOPIC, TICKS_TOPIC
+from pipeline.contracts.topics import CANDLES_TOPIC, ENRICHED_TOPIC, SIGNALS_TOPIC, TICKS_TOPIC
 from pipeline.devstack.worker_process import WorkerProcess
 from pipeline.ops.sql_client import worker_query
 from pipeline.ops.topic_scan import count_records
@@ -100,7 +101,8 @@ def run_full_pipeline(bench: BenchStack, plan: Plan, reporter: Reporter, ingest_
         worker = bench.worker(bench.contender_settings("full"))
         with reporter.step(f"full pipeline run {run}/{plan.full_runs}", total=records):
             timeline = asyncio.run(time_backlog(worker, topics, records, timeout_s=TIMEOUT_S, on_poll=reporter.update,
-                                                profile_to=profile_to if run == plan.full_runs else None))
+                                                profile_to=profile_to if run == plan.full_runs else None,
+                                                downstream=(CANDLES_TOPIC, ENRICHED_TOPIC)))
         runs.append(timeline.as_dict())
         reporter.note(f"full pipeline   run {run}: {timeline.rate:>10,.0f} records/s  ({records:,} in {timeline.seconds:.2f} s)")
     assert worker is not None

@@ -106,7 +106,8 @@ class BenchStack:
         return path
 
     def contender_settings(self, name: str, **overrides: object) -> Settings:
-        """Settings for one run: a fresh group, app id, chDB directory, state dir and API port."""
+        """Settings for one run: a fresh group, app id, chDB directory, state dir and API port. The API's per-key
+        rate limit and per-tenant query cap are lifted: the API load uses one key at full speed on purpose."""
         directory = self.directory(name)
         group = f"bench-{name}-{uuid.uuid4().hex[:8]}"
         return load_settings(**{
@@ -116,6 +117,9 @@ class BenchStack:
             "clickhouse_dsn": f"chdb://{directory / 'clickhouse'}",
             "state_dir": directory / "state",
             "api_port": free_port(),
+            "api_rate_per_s": 1e9,
+            "api_rate_burst": 10**9,
+            "api_tenant_queries": 64,
             **overrides,
         })
 

@@ -34,6 +34,7 @@ from bench.profile import Profiler
 from pipeline.config import Settings
 from pipeline.devstack.worker_process import WorkerProcess
 from pipeline.ops.sql_client import worker_query
+from pipeline.runtime.log_ends import LogEnds
 from pipeline.runtime.source import stage_group
 from pipeline.runtime.topology import consumers_of
 
@@ -75,14 +76,14 @@ class WorkerTimeline:
 
 
 class CommitWatcher:
-    """Reads the committed offsets of the stage groups that consume the given partitions, without joining them."""
+    """Reads the committed offsets of the stage groups that consume the given partitions, without joining them
+    (a partition read by several stages counts once per stage)."""
 
     def __init__(self, settings: Settings, partitions: Sequence[TopicPartition]) -> None:
-        self._partitions = list(partitions)
-        self._group_of = {tp: stage_group(settings, consumers_of(tp.topic)[0].name) for tp in self._partitions}
+        self._watched = [(stage_group(settings, spec.name), tp) for tp in partitions for spec in consumers_of(tp.topic)]
         self._by_group = {group: AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
                                                   enable_auto_commit=False)
-                          for group in sorted(set(self._group_of.values()))}
+                          for group in sorted({group for group, _ in self._watched})}
 
     async def __aenter__(self) -> CommitWatcher:
         for consumer in self._by_group.values():
@@ -94,11 +95,26 @@ class CommitWatcher:
             await consumer.stop()
 
     async def committed(self) -> int:
-        """Records committed over all partitions (committed offsets start at 0 in a fresh topic)."""
+        """Records committed over all partitions and stages (committed offsets start at 0 in a fresh topic)."""
         total = 0
-        for tp in self._partitions:
-            total += await self._by_group[self._group_of[tp]].committed(tp) or 0
+        for group, tp in self._watched:
+            total += await self._by_group[group].committed(tp) or 0
         return total
+
+
+async def downstream_behind(settings: Settings, topics: Sequence[str]) -> int:
+    """Records of ``topics`` (derived topics: candles, enriched signals) their consuming stages have not committed
+    yet, against the log ends read now: 0 once every derived row is written."""
+    ends = LogEnds(settings, topics)
+    await ends.on_start()
+    try:
+        await ends.probe()
+        partitions = list(ends.ends)
+        async with CommitWatcher(settings, partitions) as watcher:
+            expected = sum(ends.ends[tp].offset * len(consumers_of(tp.topic)) for tp in partitions)
+            return max(0, expected - await watcher.committed())
+    finally:
+        await ends.on_stop()
 
 
 def partitions_of(topics: dict[str, int]) -> list[TopicPartition]:
@@ -114,8 +130,10 @@ def assigned_at(log_text: str) -> float | None:
 
 
 async def time_backlog(worker: WorkerProcess, topics: dict[str, int], records: int, *, timeout_s: float,
-                       on_poll: Callable[[int], None] | None = None, profile_to: Path | None = None) -> WorkerTimeline:
-    """Start ``worker`` (not started yet) and time it through ``records`` committed records of ``topics``.
+                       on_poll: Callable[[int], None] | None = None, profile_to: Path | None = None,
+                       downstream: Sequence[str] = ()) -> WorkerTimeline:
+    """Start ``worker`` (not started yet) and time it through ``records`` committed records of ``topics`` and then,
+    with ``downstream`` (derived topics), until the stages that read those have committed all of them too.
 
     With ``profile_to``, py-spy records the worker from its first commit to its last into that file.
     """
@@ -138,7 +156,7 @@ async def time_backlog(worker: WorkerProcess, topics: dict[str, int], records: i
                 first = now
                 if profile_to is not None and worker.pid is not None:
                     profiler = Profiler(worker.pid, profile_to)
-            if committed >= records:
+            if committed >= records and (not downstream or not await downstream_behind(worker.settings, downstream)):
                 last = now
             if on_poll is not None:
                 on_poll(committed)

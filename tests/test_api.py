@@ -365,12 +365,20 @@ def test_metrics_serve_the_consume_path_and_api_latency_by_route_and_status(worl
     text = answer.body
     assert 'tickwire_api_request_seconds_count{route="GET /v1/ticks",status="200"}' in text
     assert 'tickwire_api_request_seconds_count{route="GET /v1/ticks",status="400"}' in text
-    for metric in ('tickwire_records_consumed_total{stage="ingest",topic="mt5.ticks.v1"}', "tickwire_sink_flush_seconds_bucket",
-                   'tickwire_checkpoint_seconds_count{stage="ingest"}',
-                   'tickwire_consumer_lag{stage="ingest",topic="mt5.ticks.v1",partition="0"}',
-                   "tickwire_batch_records_bucket"):
-        assert wait_until(lambda: metric in ApiClient(world.settings.api_url).get("/metrics").body, timeout_s=10,
-                          what=metric), metric
+    def has(name: str, **labels: str) -> bool:
+        """A sample of ``name`` with these labels (in any order) is exposed."""
+        for line in ApiClient(world.settings.api_url).get("/metrics").body.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return True
+        return False
+
+    for name, labels in [("tickwire_records_consumed_total", {"stage": "ingest", "topic": "mt5.ticks.v1"}),
+                         ("tickwire_sink_flush_seconds_bucket", {"stage": "ingest", "sink": "clickhouse.ticks"}),
+                         ("tickwire_checkpoint_seconds_count", {"stage": "ingest"}),
+                         ("tickwire_consumer_lag", {"stage": "ingest", "topic": "mt5.ticks.v1", "partition": "0"}),
+                         ("tickwire_consumer_lag_seconds", {"stage": "patterns", "topic": "candles.v1"}),
+                         ("tickwire_batch_records_bucket", {"stage": "ingest"})]:
+        wait_until(lambda: has(name, **labels), timeout_s=20, what=f"{name} {labels}")
     assert world.a.tenant not in text and world.a.key not in text
 
 
