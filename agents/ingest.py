@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from pipeline.contracts.cache_keys import hot_key
 from pipeline.contracts.schemas import Tick
 from pipeline.core.codec import RawRecord
 from pipeline.derive.candles import CandleBuilder
 from pipeline.sinks.analytics_table import AnalyticsTableSink
 from pipeline.sinks.base import Sink
-from pipeline.sinks.hotcache import HotTickCache, hot_key
+from pipeline.sinks.hotcache import HotTickCache
 
 Ticks = Sequence[tuple[RawRecord, Tick]]
 

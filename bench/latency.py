@@ -57,11 +57,11 @@ from bench.stats import latency_summary
 from bench.visibility_probe import CH_PROBE_MS, HOT_PROBE_MS, stored_offsets_sql
 from bench.worker_metrics import checkpoint_stats
 from pipeline.config import Settings
+from pipeline.contracts.cache_keys import hot_key
 from pipeline.contracts.topics import TICKS_TOPIC
 from pipeline.core.kafka import make_producer
 from pipeline.ingest.simulator import spec_of
 from pipeline.ops.sql_client import worker_query
-from pipeline.sinks.hotcache import hot_key
 
 TENANT = "bench-latency"
 WARMUP_S = 3.0

@@ -29,8 +29,8 @@ import redis.asyncio
 
 from bench.data import BROKER
 from pipeline.config import Settings, get_settings
+from pipeline.contracts.cache_keys import hot_key
 from pipeline.ops.sql_client import worker_query
-from pipeline.sinks.hotcache import hot_key
 
 HOT_PROBE_MS = 5
 CH_PROBE_MS = 100

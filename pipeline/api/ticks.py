@@ -20,7 +20,7 @@ from pipeline.api.pages import LIMIT_SQL, DepthHints, Page, page_params
 from pipeline.api.params import broker_param, symbol_param
 from pipeline.api.routes import Call, Route
 from pipeline.config import Settings
-from pipeline.sinks.hotcache import hot_key
+from pipeline.contracts.cache_keys import hot_key
 
 _LATEST_FIELDS = ("time_msc", "bid", "ask", "last", "volume", "flags")
 #: A series may hold millions of ticks while a page needs a hundred: a repeated page

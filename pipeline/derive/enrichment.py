@@ -27,13 +27,14 @@ from typing import Sequence
 import msgspec
 import redis.asyncio as redis
 
+from pipeline.contracts.cache_keys import hot_key
+from pipeline.contracts.cache_keys import published_key as marker_key
 from pipeline.contracts.schemas import EnrichedSignal, Market, Signal, SimilarPattern
 from pipeline.contracts.timeframes import Timeframe
 from pipeline.contracts.topics import ENRICHED_TOPIC
 from pipeline.core.codec import RawRecord
 from pipeline.derive.current_shape import Series, shapes_of
 from pipeline.sinks.base import ItemSink
-from pipeline.sinks.hotcache import hot_key
 from pipeline.sinks.topic import TopicPublisher
 from pipeline.stores.analytics import AnalyticsSession
 from pipeline.stores.vectors.base import VectorStore
@@ -42,7 +43,8 @@ _encoder = msgspec.json.Encoder()
 
 
 def published_key(signal: Signal) -> str:
-    return f"tw:{signal.tenant}:signal-published:{signal.id}"
+    """The cache key marking ``signal`` as published (pipeline.contracts.cache_keys)."""
+    return marker_key(signal.tenant, signal.id)
 
 
 class PublishedMarkers(ItemSink[str]):

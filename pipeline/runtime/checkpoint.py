@@ -169,17 +169,22 @@ class Checkpoint:
                 await self._flush(sink)
 
     async def commit(self) -> None:
-        """Flush all sinks, the producer (until every dead letter is out too), the after-publish sinks, then commit.
-        Raises ``Stopping`` if abandoned."""
+        """Flush all sinks, the producer (until every dead letter is out too), the after-publish sinks, then commit
+        the offsets marked before this call began (marks made meanwhile wait for the next checkpoint).
+        Raises ``Stopping`` if abandoned (the marks are kept)."""
         started = time.perf_counter()
-        for sink in self._sinks:
-            await self._flush(sink)
-        while self._publisher.pending:
-            await self._flush(self._publisher)  # refusals here add dead letters: flush those too
-        for sink in self._after_publish:
-            await self._flush(sink)
-        marked = self._offsets
+        marked, records = self._offsets, self._records
         self._offsets, self._records, self._started = {}, 0, time.monotonic()
+        try:
+            for sink in self._sinks:
+                await self._flush(sink)
+            while self._publisher.pending:
+                await self._flush(self._publisher)  # refusals here add dead letters: flush those too
+            for sink in self._after_publish:
+                await self._flush(sink)
+        except BaseException:
+            self._offsets, self._records = {**marked, **self._offsets}, records + self._records
+            raise
         if marked:
             await self._commit({tp: offset for tp, (offset, _) in marked.items()})
             for tp, (offset, record_time) in marked.items():

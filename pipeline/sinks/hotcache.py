@@ -1,5 +1,7 @@
 """The hot-key sink: the newest tick per (tenant, broker, symbol) in the cache.
 
+(``hot_key`` is re-exported here for callers of the sink; the layout is a contract: pipeline.contracts.cache_keys.)
+
 Hot key ``tw:{tenant}:tick:{broker}:{symbol}`` is a hash with ``bid``, ``ask``,
 ``last``, ``volume``, ``flags``, ``time_msc`` and ``offset`` (the source offset).
 A write replaces it only when the incoming tick is newer: a greater
@@ -45,10 +47,6 @@ return written
 """
 
 KEYS_PER_CALL = 500
-
-
-def hot_key(tenant: str, broker: str, symbol: str) -> str:
-    return f"tw:{tenant}:tick:{broker}:{symbol}"
 
 
 _Entry = tuple[int, int, float, float, float, int, int]  # time_msc, offset, bid, ask, last, volume, flags
