@@ -9,7 +9,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bench.cli import bench
 from pipeline.cli.api import api, keys, tenants
 from pipeline.cli.dlq import dlq
 from pipeline.cli.produce import import_mt5, simulate
@@ -28,7 +27,34 @@ def _settings():  # type: ignore[no-untyped-def]
         sys.exit(2)
 
 
-@click.group()
+class Commands(click.Group):
+    """The command group; ``bench`` is imported only when asked for (the benchmarks are not part of an install)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "bench"])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name != "bench":
+            return super().get_command(ctx, name)
+        try:
+            from bench.cli import bench
+        except ImportError as exc:
+            return _missing_bench(str(exc))
+        return bench
+
+
+def _missing_bench(reason: str) -> click.Command:
+    @click.command("bench", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def bench() -> None:
+        """Benchmarks (needs a source checkout with bench/ and `pip install -e '.[local,bench]'`)."""
+        click.echo(f"tickwire bench needs the benchmarks of a source checkout ({reason}): run it from a clone "
+                   "with `pip install -e '.[local,bench]'`", err=True)
+        sys.exit(2)
+
+    return bench
+
+
+@click.group(cls=Commands)
 def cli() -> None:
     """tickwire: MT5 ticks and signals -> ClickHouse, hot keys, vectors, graphs."""
 
@@ -116,7 +142,6 @@ cli.add_command(dlq)
 cli.add_command(tenants)
 cli.add_command(keys)
 cli.add_command(api)
-cli.add_command(bench)
 
 
 def main() -> None:
