@@ -21,7 +21,8 @@ import redis
 import redis.asyncio
 from clickhouse_connect.driver.client import Client
 
-from pipeline.sinks.hotcache import KEYS_PER_CALL, NEWEST_WINS, hot_key
+from pipeline.contracts.cache_keys import hot_key
+from pipeline.sinks.hotcache import KEYS_PER_CALL, NEWEST_WINS
 from pipeline.stores.analytics_tables import TICKS_COLUMNS, migrations
 
 DATABASE = "tickwire"

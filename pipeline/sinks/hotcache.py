@@ -1,6 +1,6 @@
 """The hot-key sink: the newest tick per (tenant, broker, symbol) in the cache.
 
-(``hot_key`` is re-exported here for callers of the sink; the layout is a contract: pipeline.contracts.cache_keys.)
+The key layout is a contract: :mod:`pipeline.contracts.cache_keys`.
 
 Hot key ``tw:{tenant}:tick:{broker}:{symbol}`` is a hash with ``bid``, ``ask``,
 ``last``, ``volume``, ``flags``, ``time_msc`` and ``offset`` (the source offset).

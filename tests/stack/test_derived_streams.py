@@ -29,7 +29,7 @@ pytestmark = pytest.mark.stack
 T0 = 1_763_899_200_000
 MINUTE = 60_000
 BARS = 45
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def paths(seed: int) -> dict[str, list[float]]:

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.devstack.worker_process import settings_env
 from pipeline.ops.sql_client import SqlError, run_sql, worker_query
-from tests.test_ticks_pipeline import produce
+from tests.stack.test_ticks_pipeline import produce
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pipeline.contracts.schemas import SCHEMA_TYPES, Signal, Tick
 from pipeline.core.codec import BatchDecoder
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 VALID = {
     "tick.v1": {"v": 1, "tenant": "acme", "broker": "demo", "symbol": "EURUSD", "time_msc": 1763900000123,

@@ -24,7 +24,7 @@ from falkordb import FalkorDB
 from pipeline.config import Settings
 from pipeline.stores.graph import CorrelationEdge, GraphStore, StrategyEdge
 from pipeline.stores.graph.falkordb import FalkorGraphStore, graph_name
-from tests.conformance_graph import GRAPH, M5, NASTY, GraphStoreConformance, corr
+from tests.conformance.conformance_graph import GRAPH, M5, NASTY, GraphStoreConformance, corr
 
 # FalkorDB ---------------------------------------------------------------------
 

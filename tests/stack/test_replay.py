@@ -18,7 +18,7 @@ from pipeline.contracts.topics import TICKS_TOPIC
 from pipeline.devstack.worker_process import settings_env
 from pipeline.ops.replay import Bound, ReplayError, ReplayPlan, progress_path
 from pipeline.ops.sql_client import worker_query
-from tests.test_ticks_pipeline import make_ticks, produce
+from tests.stack.test_ticks_pipeline import make_ticks, produce
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack

@@ -29,7 +29,7 @@ from pipeline.devstack.worker_process import settings_env
 from pipeline.ingest.producer import MT5Producer, encode_tick
 from pipeline.ops.sql_client import worker_query
 from tests.api_support import issue_key
-from tests.test_ticks_pipeline import BASE_MS, make_ticks, newest_per_key
+from tests.stack.test_ticks_pipeline import BASE_MS, make_ticks, newest_per_key
 from tests.topic_reader import read_topic
 from tests.waiting import wait_until
 

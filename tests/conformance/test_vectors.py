@@ -28,7 +28,7 @@ from pipeline.stores.vectors import (
     PgVectorStore,
     VectorStore,
 )
-from tests.conformance_vectors import DIM, VectorStoreConformance, pattern, random_vector
+from tests.conformance.conformance_vectors import DIM, VectorStoreConformance, pattern, random_vector
 
 TABLE = "test_patterns_" + uuid.uuid4().hex[:8]
 

@@ -23,7 +23,7 @@ import yaml
 
 from pipeline.config import ENV_PREFIX, Settings, load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
 TICKWIRE_SERVICES = ("topics", "worker", "api")

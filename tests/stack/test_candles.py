@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.ingest.producer import encode_tick
 from pipeline.ops.sql_client import worker_query
-from tests.test_ticks_pipeline import produce
+from tests.stack.test_ticks_pipeline import produce
 from tests.topic_reader import read_topic
 from tests.waiting import wait_until
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.stack
 
 T0 = 1_763_899_200_000  # 2025-11-23 12:00:00 UTC, aligned to 5 minutes
 MINUTE = 60_000
-SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "candle.v1.json").read_text())
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "candle.v1.json").read_text())
 
 
 def tick_sequence(tenant: str) -> list[dict]:

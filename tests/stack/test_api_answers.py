@@ -27,7 +27,7 @@ from pipeline.api.hot_reads import HotKeyReader
 from pipeline.config import Settings
 from pipeline.devstack.worker_process import WorkerProcess
 from tests.api_support import ApiClient, free_port, issue_key, produce_ticks, start_api_worker
-from tests.test_api_units import FakePool
+from tests.unit.test_api_units import FakePool
 from tests.waiting import wait_until
 
 T0 = 1_763_899_200_000

@@ -11,7 +11,7 @@ import yaml
 
 from pipeline.contracts.catalog import CatalogError, apply_catalog, load_catalog
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_repository_catalog_is_valid():

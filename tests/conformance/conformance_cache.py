@@ -19,7 +19,8 @@ import pytest_asyncio
 import redis.asyncio as redis
 
 from pipeline.derive.enrichment import PublishedMarkers
-from pipeline.sinks.hotcache import KEYS_PER_CALL, HotTickCache, hot_key
+from pipeline.contracts.cache_keys import hot_key
+from pipeline.sinks.hotcache import KEYS_PER_CALL, HotTickCache
 
 DRAGONFLY_URL = os.environ.get("TICKWIRE_TEST_DRAGONFLY_URL")
 TTL_S = 3_600
