@@ -36,13 +36,14 @@ from bench.sink_work import (
 )
 from pipeline.config import Settings, get_settings
 from pipeline.contracts.topics import TICKS_TOPIC
+from pipeline.core.kafka import client_options
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     """A consumer with the source's settings (fresh group, manual commits, from the earliest offset)."""
     return AIOKafkaConsumer(
         TICKS_TOPIC,
-        bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings),
         group_id=settings.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.profile import Profiler
 from pipeline.config import Settings
+from pipeline.core.kafka import client_options
 from pipeline.devstack.worker_process import WorkerProcess
 from pipeline.ops.sql_client import worker_query
 from pipeline.runtime.log_ends import LogEnds
@@ -81,7 +82,7 @@ class CommitWatcher:
 
     def __init__(self, settings: Settings, partitions: Sequence[TopicPartition]) -> None:
         self._watched = [(stage_group(settings, spec.name), tp) for tp in partitions for spec in consumers_of(tp.topic)]
-        self._by_group = {group: AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
+        self._by_group = {group: AIOKafkaConsumer(**client_options(settings), group_id=group,
                                                   enable_auto_commit=False)
                           for group in sorted({group for group, _ in self._watched})}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,15 +30,39 @@ class SettingsError(ValueError):
 
 def _require_scheme(value: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(value)
+    shown = masked(value)
     if parts.scheme not in schemes:
-        raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in schemes)}, got {value!r}")
+        raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in schemes)}, got {shown!r}")
     if parts.scheme != "chdb" and not parts.hostname:
-        raise ValueError(f"needs a host, got {value!r}")
+        raise ValueError(f"needs a host, got {shown!r}")
     try:
         parts.port
-    except ValueError as exc:
-        raise ValueError(f"bad port in {value!r}") from exc
+    except ValueError:
+        raise ValueError(f"bad port in {shown!r}") from None
     return value
+
+
+def with_credentials(url: str, username: str | None, password: SecretStr | None) -> str:
+    """``url`` with ``username:password@`` in its authority, unless it has a password already or none is given.
+    The user of the URL stays when ``username`` is None (``redis://:pw@host`` for a requirepass)."""
+    if password is None:
+        return url
+    parts = urlsplit(url)
+    if parts.password is not None:
+        return url
+    user = username if username is not None else (parts.username or "")
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{quote(user, safe='')}:{quote(password.get_secret_value(), safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def masked(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class Settings(BaseSettings):
@@ -69,6 +93,28 @@ class Settings(BaseSettings):
                                  description="ArangoDB database of the graph (created if missing and allowed).")
     arango_username: str = Field("root", min_length=1, description="ArangoDB user.")
     arango_password: SecretStr = Field(SecretStr(""), description="ArangoDB password.")
+    # securing the connections (secrets are SecretStr: never shown, never logged)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client of tickwire talks to the brokers.")
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = Field(
+        "SCRAM-SHA-256", description="SASL mechanism (with a SASL_* security protocol).")
+    kafka_sasl_username: str | None = Field(None, description="SASL user (with a SASL_* security protocol).")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (with a SASL_* security protocol).")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle the brokers' certificates are checked against "
+                                                            "(SSL, SASL_SSL; default: the system's).")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (PEM) for mutual TLS.")
+    cache_username: str | None = Field(None, description="Cache ACL user (Valkey/DragonflyDB), with TICKWIRE_CACHE_PASSWORD.")
+    cache_password: SecretStr | None = Field(None, description="Cache password (requirepass, or the ACL user's).")
+    cache_ca_file: Path | None = Field(None, description="CA bundle for a rediss:// cache.")
+    graph_username: str | None = Field(None, description="FalkorDB ACL user, with TICKWIRE_GRAPH_PASSWORD.")
+    graph_password: SecretStr | None = Field(None, description="FalkorDB password (requirepass, or the ACL user's).")
+    graph_ca_file: Path | None = Field(None, description="CA bundle for a rediss:// FalkorDB.")
+    postgres_password: SecretStr | None = Field(
+        None, description="PostgreSQL password (scram); TLS: sslmode/sslrootcert in TICKWIRE_POSTGRES_DSN's query.")
+    clickhouse_username: str | None = Field(None, description="ClickHouse server user (default: the DSN's, else default).")
+    clickhouse_password: SecretStr | None = Field(None, description="ClickHouse server password.")
+    clickhouse_ca_file: Path | None = Field(None, description="CA bundle for an https:// ClickHouse server.")
     clickhouse_async_insert: bool = Field(
         True, description="ClickHouse server only: async_insert=1 with wait_for_async_insert=1 on every insert.")
 
@@ -246,6 +292,23 @@ class Settings(BaseSettings):
         if not self.clickhouse_dsn.startswith("chdb://"):
             return None
         return Path(self.clickhouse_dsn.removeprefix("chdb://")).expanduser().resolve()
+
+    @property
+    def cache_connection_url(self) -> str:
+        """TICKWIRE_CACHE_URL with TICKWIRE_CACHE_USERNAME/PASSWORD in it (for clients only: never log it)."""
+        return with_credentials(self.cache_url, self.cache_username, self.cache_password)
+
+    @property
+    def graph_connection_url(self) -> str:
+        """TICKWIRE_GRAPH_URL with TICKWIRE_GRAPH_USERNAME/PASSWORD in it (FalkorDB; for clients only: never log it)."""
+        if urlsplit(self.graph_url).scheme not in ("redis", "rediss"):
+            return self.graph_url
+        return with_credentials(self.graph_url, self.graph_username, self.graph_password)
+
+    @property
+    def postgres_connection_dsn(self) -> str:
+        """TICKWIRE_POSTGRES_DSN with TICKWIRE_POSTGRES_PASSWORD in it (for clients only: never log it)."""
+        return with_credentials(self.postgres_dsn, None, self.postgres_password)
 
     @property
     def stage_names(self) -> list[str]:

@@ -38,6 +38,7 @@ from pipeline.api.query_slots import TenantQuerySlots
 from pipeline.api.rate_limit import KeyRateLimiter
 from pipeline.config import Settings
 from pipeline.stores.analytics import AnalyticsStore
+from pipeline.stores.cache import cache_client
 from pipeline.stores.graph.base import GraphStore
 from pipeline.stores.roles import make_graph_store, make_vector_store, on_demand
 from pipeline.stores.vectors.base import VectorStore
@@ -98,7 +99,7 @@ class ApiContext:
         :data:`~pipeline.api.answer_cache.SHARED_STORE_TTL_S` seconds at most.
         """
         return cls(settings, analytics=AnalyticsStore(settings),
-                   cache=redis.Redis.from_url(settings.cache_url, socket_timeout=5, socket_connect_timeout=5),
+                   cache=cache_client(settings, socket_timeout=5, socket_connect_timeout=5),
                    vectors=on_demand(make_vector_store(settings)), graph=on_demand(make_graph_store(settings)), status=None,
                    owns_stores=True,
                    answers=for_seconds())
@@ -120,7 +121,7 @@ class ApiContext:
         """Open what this context owns and the operational database; raises if a store does not answer."""
         if self._owns_stores:
             await self.analytics.migrate()
-        self._pool = await open_pool(self.settings.postgres_dsn)
+        self._pool = await open_pool(self.settings.postgres_connection_dsn)
         self._auth = Authenticator(self._pool)
         self.ready = True
 

@@ -27,13 +27,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio as redis
 from aiohttp import web
 from aiokafka.client import AIOKafkaClient
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from pipeline.api.routes import Call, Route
+from pipeline.core.kafka import client_options
+from pipeline.stores.cache import cache_client
 
 if TYPE_CHECKING:
     from pipeline.api.context import ApiContext
@@ -53,8 +54,8 @@ class Health:
     def __init__(self, ctx: ApiContext) -> None:
         self._ctx = ctx
         # Its own cache connection without retries: the probe reports the cache as it is, at once.
-        self._cache = redis.Redis.from_url(ctx.settings.cache_url, socket_timeout=PROBE_TIMEOUT_S,
-                                           socket_connect_timeout=PROBE_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
+        self._cache = cache_client(ctx.settings, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S,
+                                   retry=Retry(NoBackoff(), 0))
         self._probes: dict[str, Callable[[], Awaitable[object]]] = {
             "broker": self._broker, "clickhouse": self._clickhouse, "cache": self._cache.ping,
             "postgres": self._postgres, "vector": ctx.vectors.ping, "graph": ctx.graph.ping,
@@ -96,8 +97,7 @@ class Health:
         return outcome
 
     async def _broker(self) -> None:
-        client = AIOKafkaClient(bootstrap_servers=self._ctx.settings.bootstrap_servers,
-                                request_timeout_ms=int(PROBE_TIMEOUT_S * 1000))
+        client = AIOKafkaClient(**{**client_options(self._ctx.settings), "request_timeout_ms": int(PROBE_TIMEOUT_S * 1000)})
         try:
             await client.bootstrap()
             if not client.cluster.brokers():

@@ -48,7 +48,7 @@ def _run(action: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     settings = _settings()
 
     async def main() -> T:
-        pool = await open_pool(settings.postgres_dsn, max_size=1)
+        pool = await open_pool(settings.postgres_connection_dsn, max_size=1)
         try:
             return await action(pool)
         finally:

@@ -68,16 +68,17 @@ def topics() -> None:
 def topics_apply() -> None:
     """Create missing topics and report drift (never deletes or alters)."""
     from pipeline.contracts.catalog import CatalogError, apply_catalog, load_catalog
+    from pipeline.core.kafka import client_options, diagnose
 
     settings = _settings()
     try:
         catalog = load_catalog(settings.topics_file)
-        states = asyncio.run(apply_catalog(catalog, settings.bootstrap_servers, settings.topic_replication_factor))
+        states = asyncio.run(apply_catalog(catalog, client_options(settings), settings.topic_replication_factor))
     except CatalogError as exc:
-        console.print(f"[red]{exc}[/red]")
+        click.echo(str(exc), err=True)
         sys.exit(2)
-    except Exception as exc:  # noqa: BLE001 - broker unreachable etc.
-        console.print(f"[red]cannot apply topics at {settings.broker_url}: {type(exc).__name__}: {exc}[/red]")
+    except Exception as exc:  # noqa: BLE001 - broker unreachable, refused login, untrusted certificate...
+        click.echo(f"cannot apply topics: {asyncio.run(diagnose(exc, settings))}", err=True)
         sys.exit(1)
     table = Table("topic", "state", "detail")
     for state in states:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -80,9 +80,14 @@ class TopicState:
     detail: str = ""
 
 
-async def apply_catalog(catalog: Catalog, bootstrap_servers: list[str], replication_factor: int = 1) -> list[TopicState]:
-    """Create missing topics (with ``replication_factor``); report drift of existing ones. Never deletes or alters."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+async def apply_catalog(catalog: Catalog, brokers: list[str] | dict[str, Any], replication_factor: int = 1) -> list[TopicState]:
+    """Create missing topics (with ``replication_factor``); report drift of existing ones. Never deletes or alters.
+
+    ``brokers``: the bootstrap servers, or the client options of every tickwire Kafka client
+    (``pipeline.core.kafka.client_options``: servers and security)."""
+    options = {"bootstrap_servers": brokers} if isinstance(brokers, list) else dict(brokers)
+    options.setdefault("request_timeout_ms", 10_000)
+    admin = AIOKafkaAdminClient(**options)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -14,7 +14,7 @@ do not make the cyclic garbage collector run while a batch is decoded.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -193,7 +193,7 @@ DlqReason = Literal[
     "price_out_of_range", "crossed_quote", "future_time", "store_rejected", "processing_error",
 ]
 #: Every reason, in the order of the pipeline (decode, domain checks, stores).
-DLQ_REASONS: tuple[str, ...] = DlqReason.__args__  # type: ignore[attr-defined]  # a Literal's values
+DLQ_REASONS: tuple[str, ...] = get_args(DlqReason)
 
 
 class DeadLetter(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -84,7 +84,7 @@ class BatchDecoder(Generic[T]):
             except msgspec.DecodeError as exc:
                 reject(Rejected(record, "malformed_json", str(exc)))
                 continue
-            except UnicodeError as exc:
+            except (UnicodeDecodeError, UnicodeEncodeError) as exc:
                 reject(Rejected(record, "malformed_json", f"invalid UTF-8 in a string or a name: {exc.reason}"))
                 continue
             except Exception as exc:  # noqa: BLE001 - no record may stop the stage, whatever it holds

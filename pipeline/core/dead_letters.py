@@ -55,7 +55,7 @@ def dead_letter(request: DeadLetterRequest, *, max_envelope_bytes: int, head_byt
     record = request.record
     key, value = record.key, record.value
     key_truncated = key is not None and len(key) > MAX_KEY_BYTES
-    dlq_key = key if not key_truncated else b"sha256:" + hashlib.sha256(key).hexdigest().encode()  # type: ignore[arg-type]
+    dlq_key = key if key is None or not key_truncated else b"sha256:" + hashlib.sha256(key).hexdigest().encode()
     kept_key = key[:MAX_KEY_BYTES] if key is not None else None
     room = max_envelope_bytes - _ENVELOPE_OVERHEAD - _b64_len(len(kept_key or b""))
     value_truncated = value is not None and _b64_len(len(value)) > room

@@ -88,8 +88,10 @@ def _pairs_with_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     names = [name for name, _ in pairs]
     if len(set(names)) != len(names):
         seen: set[str] = set()
-        twice = next(name for name in names if name in seen or seen.add(name))  # type: ignore[func-returns-value]
-        raise _Duplicate(twice)
+        for name in names:
+            if name in seen:
+                raise _Duplicate(name)
+            seen.add(name)
     return dict(pairs)
 
 

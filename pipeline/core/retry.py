@@ -49,7 +49,7 @@ class RetryPolicy:
     unknown_attempts: int = 5
     first_backoff_s: float = 0.05
 
-    def wait_s(self, attempt: int, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+    def wait_s(self, attempt: int, rng: random.Random = random._inst) -> float:
         """The wait before retry number ``attempt`` (0-based): capped exponential, jittered."""
         ceiling = min(self.first_backoff_s * (2 ** min(attempt, 30)), self.max_backoff_s)
         return rng.uniform(ceiling / 2, ceiling)
@@ -63,7 +63,11 @@ async def flush_until_settled(sink: Flushable, *, circuit: CircuitBreaker, stop:
     attempt = 0
     while True:
         try:
-            refused = await sink.flush_isolating() if isolating else await sink.flush()
+            if isolating:
+                refused = await sink.flush_isolating()
+            else:
+                await sink.flush()
+                refused = []
         except Exception as exc:  # noqa: BLE001 - every store failure is classified below
             kind = classify(exc)
             if kind == "permanent" and not isolating:

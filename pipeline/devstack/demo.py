@@ -30,6 +30,7 @@ from pipeline import devstack as stack
 from pipeline.config import Settings
 from pipeline.contracts.catalog import apply_catalog, load_catalog
 from pipeline.contracts.topics import ENRICHED_TOPIC, TICKS_TOPIC
+from pipeline.core.kafka import client_options
 from pipeline.devstack.demo_api import show_api_examples
 from pipeline.devstack.worker_process import WorkerProcess, worker_pid_file
 from pipeline.ingest.producer import MT5Producer
@@ -117,12 +118,12 @@ async def _simulate(settings: Settings, config: SimulationConfig, console: Conso
 
 async def _derived(settings: Settings) -> dict[str, object]:
     """What the derived stores hold now (patterns, edges, enriched signals), for the summary."""
-    connection = await asyncpg.connect(settings.postgres_dsn)
+    connection = await asyncpg.connect(settings.postgres_connection_dsn)
     try:
         patterns, with_forward = await connection.fetchrow("SELECT count(*), count(forward_return) FROM patterns")
     finally:
         await connection.close()
-    graph = FalkorGraphStore(settings.graph_url)
+    graph = FalkorGraphStore(settings.graph_connection_url)
     await graph.start()
     try:
         neighbors = await graph.neighbors("acme", "EURUSD", depth=1, min_weight=settings.correlation_threshold)
@@ -143,7 +144,7 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, history_minu
         return 1
     for r in reports:
         console.print(f"{r.name:9} {r.address:48} {r.outcome}")
-    states = asyncio.run(apply_catalog(load_catalog(settings.topics_file), settings.bootstrap_servers))
+    states = asyncio.run(apply_catalog(load_catalog(settings.topics_file), client_options(settings)))
     console.print("topics:  " + ", ".join(f"{s.name} ({s.action})" for s in states))
     _ensure_worker(settings, console)
     rows_before = _scalar(settings, ROWS_SQL)
@@ -167,7 +168,7 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, history_minu
         return 1
 
     letters = asyncio.run(read_dead_letters(settings.bootstrap_servers))
-    cache = redis.Redis.from_url(settings.cache_url, decode_responses=True)
+    cache = redis.Redis.from_url(settings.cache_connection_url, decode_responses=True)
     hot_keys = sum(1 for _ in cache.scan_iter(match="tw:*:tick:*", count=1000))
     candles = worker_query(settings, "SELECT timeframe, count() AS bars FROM tickwire.candles FINAL GROUP BY timeframe ORDER BY timeframe") or []
     stored_signals = _scalar(settings, "SELECT count() FROM tickwire.signals FINAL")

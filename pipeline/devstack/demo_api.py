@@ -22,7 +22,7 @@ TENANT = "acme"
 
 
 async def _demo_key(settings: Settings) -> IssuedKey:
-    pool = await open_pool(settings.postgres_dsn, max_size=1)
+    pool = await open_pool(settings.postgres_connection_dsn, max_size=1)
     try:
         await add_tenant(pool, TENANT)
         return await create_key(pool, TENANT, "read")

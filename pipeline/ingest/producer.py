@@ -19,6 +19,7 @@ from pipeline.config import Settings
 from pipeline.contracts.schemas import Signal, Tick
 from pipeline.contracts.topics import SIGNALS_TOPIC, TICKS_TOPIC
 from pipeline.core.kafka import make_producer
+from pipeline.core.kafka import start as kafka_start
 
 _tick_decoder = msgspec.json.Decoder(Tick)
 _signal_decoder = msgspec.json.Decoder(Signal)
@@ -72,17 +73,15 @@ class MT5Producer:
         often UTC+2/+3); every ``time_msc`` given to :meth:`send_tick` and :meth:`send_signal` is converted to UTC by
         subtracting it. The topic contract is UTC."""
         self._offset_ms = utc_offset_ms(server_utc_offset_hours)
+        self._settings = settings
         self._producer = make_producer(settings)
         self._validate = validate
         self._deliveries: list[asyncio.Future] = []
         self.sent = 0
 
     async def __aenter__(self) -> MT5Producer:
-        try:
-            await self._producer.start()
-        except BaseException:
-            await self._producer.stop()
-            raise
+        """Connect; raises :class:`pipeline.core.kafka.KafkaSetupError` (one line naming the setting) if it cannot."""
+        await kafka_start(self._producer, self._settings)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -20,6 +20,7 @@ from mode import Service
 from pipeline.api.in_worker import serve_api
 from pipeline.api.operator_sql import serve_operator_sql
 from pipeline.config import Settings
+from pipeline.core.kafka import ssl_context
 from pipeline.runtime.log_ends import LogEnds
 from pipeline.runtime.source import BatchSource
 from pipeline.runtime.stage import Stage
@@ -82,6 +83,19 @@ class StatusMetrics(Service):
             await self.sleep(self._interval_s)
 
 
+def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust's own clients (its app group) connect like every other tickwire client (pipeline.core.kafka)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password is not None else None
+    return faust.SASLCredentials(username=settings.kafka_sasl_username, password=password, ssl_context=context,
+                                 mechanism=settings.kafka_sasl_mechanism)
+
+
 @dataclass
 class Worker:
     """What :func:`build_worker` made (the app runs it; tests and tools may look at the rest)."""
@@ -103,6 +117,7 @@ def build_worker(settings: Settings) -> Worker:
         web_host=settings.api_host,
         web_port=settings.api_port,
         web_bind=settings.api_host,
+        broker_credentials=faust_credentials(settings),
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=max(settings.session_timeout_ms / 5000, 0.5),
         topic_partitions=1,

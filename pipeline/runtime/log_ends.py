@@ -28,6 +28,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
 from pipeline.config import Settings
+from pipeline.core.kafka import client_options
+from pipeline.core.kafka import start as kafka_start
 
 log = logging.getLogger("tickwire.lag")
 
@@ -55,11 +57,11 @@ class LogEnds(Service):
 
     async def on_start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
+            **client_options(self._settings), group_id=None, enable_auto_commit=False,
             auto_offset_reset="latest", client_id="tickwire-log-ends",
             max_partition_fetch_bytes=256 << 10, fetch_max_bytes=4 << 20, fetch_max_wait_ms=50,
         )
-        await self._consumer.start()
+        await kafka_start(self._consumer, self._settings)
 
     async def on_stop(self) -> None:
         if self._consumer is not None:

@@ -48,6 +48,8 @@ from pipeline.core.circuit import CircuitBreaker
 from pipeline.core.codec import BatchDecoder, DecodedBatch
 from pipeline.core.dead_letters import DeadLetterRequest
 from pipeline.core.domain import DomainRules
+from pipeline.core.kafka import KafkaSetupError, client_options
+from pipeline.core.kafka import start as kafka_start
 from pipeline.core.metrics import BATCH_SIZE, RECORDS_CONSUMED
 from pipeline.core.retry import RetryPolicy, Stopping
 from pipeline.runtime.checkpoint import Checkpoint, DeadLetterLimits, group_committer
@@ -159,7 +161,7 @@ class BatchSource(Service):
         """Start consuming in the background: the group join takes seconds (half the session timeout on
         tansu), and the stages of a worker join their groups at the same time, not one after the other."""
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
+            **client_options(self.settings),
             group_id=stage_group(self.settings, self.stage),
             client_id=f"tickwire-{self.stage}",
             enable_auto_commit=False,
@@ -178,7 +180,7 @@ class BatchSource(Service):
     async def _consume(self) -> None:
         assert self.consumer is not None
         try:
-            await self.consumer.start()
+            await kafka_start(self.consumer, self.settings)
             self.consuming = True
             log.info("stage %s consuming %s as group %s", self.stage, ", ".join(self._decoders),
                      stage_group(self.settings, self.stage))
@@ -205,6 +207,9 @@ class BatchSource(Service):
             log.info("stage %s stopped after a final checkpoint", self.stage)
         except Stopping as exc:
             log.warning("stage %s stopped while %s was unavailable; uncommitted records will be redelivered", self.stage, exc)
+        except KafkaSetupError as exc:
+            log.error("stage %s cannot consume: %s", self.stage, exc)
+            await self.crash(exc)
         except Exception as exc:
             log.exception("stage %s failed; nothing past its last checkpoint was committed", self.stage)
             await self.crash(exc)

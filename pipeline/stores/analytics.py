@@ -46,6 +46,18 @@ _TIMEOUT_GRACE_S = 2.0
 PING_TIMEOUT_S = 2.0
 
 
+def server_credentials(settings: Settings) -> dict[str, Any]:
+    """The user, password and CA of a ClickHouse server, when set apart from the DSN (``TICKWIRE_CLICKHOUSE_*``)."""
+    credentials: dict[str, Any] = {}
+    if settings.clickhouse_username is not None:
+        credentials["username"] = settings.clickhouse_username
+    if settings.clickhouse_password is not None:
+        credentials["password"] = settings.clickhouse_password.get_secret_value()
+    if settings.clickhouse_ca_file is not None:
+        credentials["ca_cert"] = str(settings.clickhouse_ca_file)
+    return credentials
+
+
 class AnalyticsSession:
     """One connection with its own thread. ``read_only`` sessions refuse writes and bound every query's time."""
 
@@ -64,7 +76,7 @@ class AnalyticsSession:
                 path.mkdir(parents=True, exist_ok=True)
                 self._client = clickhouse_connect.get_client(interface="chdb", path=str(path))
             else:
-                self._client = clickhouse_connect.get_client(dsn=self._settings.clickhouse_dsn)
+                self._client = clickhouse_connect.get_client(dsn=self._settings.clickhouse_dsn, **server_credentials(self._settings))
         return self._client
 
     async def run(self, fn: Callable[[Client], T]) -> T:

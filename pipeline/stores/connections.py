@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis.asyncio as redis
 from aiokafka import AIOKafkaProducer
 from mode import Service
 
 from pipeline.config import Settings
 from pipeline.core.errors import describe
 from pipeline.core.kafka import make_producer
+from pipeline.core.kafka import start as kafka_start
 from pipeline.stores.analytics import AnalyticsStore
+from pipeline.stores.cache import cache_client
 from pipeline.stores.roles import make_graph_store, make_vector_store, on_demand
 
 log = logging.getLogger("tickwire.connections")
@@ -34,7 +35,7 @@ class Connections(Service):
         self.analytics = AnalyticsStore(settings)
         self.vectors = on_demand(make_vector_store(settings))
         self.graph = on_demand(make_graph_store(settings))
-        self.cache = redis.Redis.from_url(settings.cache_url, socket_timeout=5, socket_connect_timeout=5)
+        self.cache = cache_client(settings, socket_timeout=5, socket_connect_timeout=5)
         self._producer: AIOKafkaProducer | None = None
         super().__init__(**kwargs)
 
@@ -55,7 +56,7 @@ class Connections(Service):
                 log.warning("%s store not available at start (%s); the stages that write it wait for it", role,
                             describe(exc, 200))
         self._producer = make_producer(self.settings)
-        await self._producer.start()
+        await kafka_start(self._producer, self.settings)
         log.info("connected: analytics %s, cache, vectors, graph, broker", "in-process (chDB)" if self.analytics.in_process else "server")
 
     async def on_stop(self) -> None:

@@ -75,7 +75,7 @@ def make_vector_store(settings: Settings) -> VectorStore:
         return WeaviateVectorStore.from_settings(settings, DIMENSION)
     from pipeline.stores.vectors.pgvector import PgVectorStore
 
-    return PgVectorStore(settings.postgres_dsn, DIMENSION)
+    return PgVectorStore(settings.postgres_connection_dsn, DIMENSION)
 
 
 def make_graph_store(settings: Settings) -> GraphStore:
@@ -86,4 +86,4 @@ def make_graph_store(settings: Settings) -> GraphStore:
         return ArangoGraphStore.from_settings(settings)
     from pipeline.stores.graph.falkordb import FalkorGraphStore
 
-    return FalkorGraphStore(settings.graph_url)
+    return FalkorGraphStore(settings.graph_connection_url)

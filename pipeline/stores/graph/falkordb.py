@@ -148,7 +148,7 @@ class FalkorGraphStore(GraphStore):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FalkorGraphStore:
-        return cls(settings.graph_url)
+        return cls(settings.graph_connection_url)
 
     # lifecycle ------------------------------------------------------------
 

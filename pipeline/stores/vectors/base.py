@@ -108,7 +108,13 @@ def checked_number(value: float, what: str) -> float:
 
 
 class VectorStore(ABC):
-    """Stores :class:`Pattern` s and finds the nearest ones of a tenant. Safe for concurrent use once started."""
+    """Stores :class:`Pattern` s and finds the nearest ones of a tenant. Safe for concurrent use once started.
+
+    Backends implement the ``_``-prefixed hooks and the lifecycle. The public
+    methods validate their arguments (a :class:`ValueError` before the store is
+    touched) and, for writes, merge repeated keys as sequential calls would,
+    before calling the backend: every backend gets the same, already checked, input.
+    """
 
     @property
     @abstractmethod
@@ -126,7 +132,6 @@ class VectorStore(ABC):
     async def close(self) -> None:
         """Release connections. Idempotent."""
 
-    @abstractmethod
     async def upsert(self, patterns: Sequence[Pattern]) -> None:
         """Write ``patterns`` (all or none). Idempotent by :attr:`PatternKey.id`.
 
@@ -136,15 +141,34 @@ class VectorStore(ABC):
         call, a key given twice behaves as if the upserts were made in order.
         Raises :class:`ValueError` (nothing written) for a bad vector or a NaN/inf number.
         """
+        # a repeated key merges as sequential upserts would
+        merged: dict[PatternKey, Pattern] = {}
+        for pattern in patterns:
+            self._check_tenant(pattern.key.tenant)
+            vector = tuple(checked_vector(pattern.vector, self.dimension))
+            close = checked_number(pattern.close, "close")
+            volatility = checked_number(pattern.volatility, "volatility")
+            forward_return = pattern.forward_return
+            if forward_return is not None:
+                forward_return = checked_number(forward_return, "forward_return")
+            elif pattern.key in merged:
+                forward_return = merged[pattern.key].forward_return
+            merged[pattern.key] = Pattern(pattern.key, vector, close, volatility, forward_return)
+        if merged:
+            await self._upsert(list(merged.values()))
 
-    @abstractmethod
     async def set_forward_returns(self, updates: Sequence[tuple[PatternKey, float]]) -> None:
         """Record forward returns of stored patterns (all or none). Idempotent; unknown keys are ignored.
 
         A key given twice keeps the last value. Raises :class:`ValueError` for a NaN/inf return.
         """
+        latest: dict[PatternKey, float] = {}
+        for key, value in updates:
+            self._check_tenant(key.tenant)
+            latest[key] = checked_number(value, "forward_return")
+        if latest:
+            await self._set_forward_returns(latest)
 
-    @abstractmethod
     async def search(
         self,
         tenant: str,
@@ -166,7 +190,59 @@ class VectorStore(ABC):
         means fewer than ``k`` patterns match. The nearest neighbours may be
         approximate (an ANN index), the order of what is returned is exact.
         """
+        if not isinstance(tenant, str) or not tenant:
+            raise ValueError(f"tenant must be a non-empty string, got {tenant!r}")
+        self._check_tenant(tenant)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be an int in 1..{MAX_K}, got {k!r}")
+        query = checked_vector(vector, self.dimension)
+        return await self._search(
+            tenant,
+            query,
+            k,
+            symbol=symbol,
+            timeframe=timeframe,
+            broker=broker,
+            before_ms=before_ms,
+            with_forward_return_only=with_forward_return_only,
+        )
 
     @abstractmethod
     async def ping(self) -> float:
         """Round-trip latency to the store in seconds; raises if it is down or not started."""
+
+    # backend hooks (arguments already validated) ----------------------------
+
+    def _check_tenant(self, tenant: str) -> None:
+        """Raise :class:`ValueError` if the backend cannot hold ``tenant`` (a non-empty str without ``:``).
+
+        Called by every public method for each tenant it is given, before anything
+        else about that tenant or pattern is checked. By default any such name is accepted.
+        """
+
+    @abstractmethod
+    async def _upsert(self, patterns: list[Pattern]) -> None:
+        """Apply :meth:`upsert` to checked patterns of distinct keys (at least one).
+
+        Each ``vector`` has :attr:`dimension` finite floats, not all zero; numbers
+        are finite floats; a ``forward_return`` of None means "keep the stored one".
+        """
+
+    @abstractmethod
+    async def _set_forward_returns(self, latest: dict[PatternKey, float]) -> None:
+        """Apply :meth:`set_forward_returns` to distinct keys (at least one) with finite returns."""
+
+    @abstractmethod
+    async def _search(
+        self,
+        tenant: str,
+        query: list[float],
+        k: int,
+        *,
+        symbol: str | None,
+        timeframe: str | None,
+        broker: str | None,
+        before_ms: int | None,
+        with_forward_return_only: bool,
+    ) -> list[PatternMatch]:
+        """:meth:`search` with a checked ``tenant``, ``query`` (a :func:`checked_vector`) and ``k``."""

@@ -33,21 +33,12 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Sequence
 
 import asyncpg
 from pgvector import Vector
 from pgvector.asyncpg import register_vector
 
-from pipeline.stores.vectors.base import (
-    MAX_K,
-    Pattern,
-    PatternKey,
-    PatternMatch,
-    VectorStore,
-    checked_number,
-    checked_vector,
-)
+from pipeline.stores.vectors.base import Pattern, PatternKey, PatternMatch, VectorStore
 
 #: Table names: lower-case identifiers short enough that the index names derived from them fit in 63 bytes.
 TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
@@ -176,23 +167,8 @@ class PgVectorStore(VectorStore):
             raise RuntimeError("PgVectorStore is not started: await start() first")
         return self._pool
 
-    async def upsert(self, patterns: Sequence[Pattern]) -> None:
-        # key -> (vector, close, volatility, forward_return); a repeated key merges as sequential upserts would
-        rows: dict[PatternKey, tuple[Vector, float, float, float | None]] = {}
-        for pattern in patterns:
-            vector = Vector(checked_vector(pattern.vector, self._dimension))
-            close = checked_number(pattern.close, "close")
-            volatility = checked_number(pattern.volatility, "volatility")
-            forward_return = pattern.forward_return
-            if forward_return is not None:
-                forward_return = checked_number(forward_return, "forward_return")
-            elif pattern.key in rows:
-                forward_return = rows[pattern.key][3]
-            rows[pattern.key] = (vector, close, volatility, forward_return)
-        if not rows:
-            return
-        keys = list(rows)
-        vectors, closes, volatilities, forward_returns = (list(column) for column in zip(*rows.values()))
+    async def _upsert(self, patterns: list[Pattern]) -> None:
+        keys = [pattern.key for pattern in patterns]
         await self._started().execute(
             self._upsert_sql,
             [key.id for key in keys],
@@ -201,35 +177,27 @@ class PgVectorStore(VectorStore):
             [key.symbol for key in keys],
             [key.timeframe for key in keys],
             [key.window_end_ms for key in keys],
-            vectors,
-            closes,
-            volatilities,
-            forward_returns,
+            [Vector(list(pattern.vector)) for pattern in patterns],
+            [pattern.close for pattern in patterns],
+            [pattern.volatility for pattern in patterns],
+            [pattern.forward_return for pattern in patterns],
         )
 
-    async def set_forward_returns(self, updates: Sequence[tuple[PatternKey, float]]) -> None:
-        latest = {key.id: checked_number(value, "forward_return") for key, value in updates}
-        if not latest:
-            return
-        await self._started().execute(self._forward_returns_sql, list(latest), list(latest.values()))
+    async def _set_forward_returns(self, latest: dict[PatternKey, float]) -> None:
+        await self._started().execute(self._forward_returns_sql, [key.id for key in latest], list(latest.values()))
 
-    async def search(
+    async def _search(
         self,
         tenant: str,
-        vector: Sequence[float],
+        query: list[float],
         k: int,
         *,
-        symbol: str | None = None,
-        timeframe: str | None = None,
-        broker: str | None = None,
-        before_ms: int | None = None,
-        with_forward_return_only: bool = False,
+        symbol: str | None,
+        timeframe: str | None,
+        broker: str | None,
+        before_ms: int | None,
+        with_forward_return_only: bool,
     ) -> list[PatternMatch]:
-        if not isinstance(tenant, str) or not tenant:
-            raise ValueError(f"tenant must be a non-empty string, got {tenant!r}")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise ValueError(f"k must be an int in 1..{MAX_K}, got {k!r}")
-        query = checked_vector(vector, self._dimension)
         args = (tenant, query, symbol, timeframe, broker, before_ms, with_forward_return_only, k)
         async with self._started().acquire() as conn, conn.transaction():
             await conn.execute(

@@ -54,7 +54,6 @@ import asyncio
 import re
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -69,15 +68,7 @@ from weaviate.exceptions import UnexpectedStatusCodeError
 
 from pipeline.config import Settings
 from pipeline.contracts.schemas import TENANT
-from pipeline.stores.vectors.base import (
-    MAX_K,
-    Pattern,
-    PatternKey,
-    PatternMatch,
-    VectorStore,
-    checked_number,
-    checked_vector,
-)
+from pipeline.stores.vectors.base import Pattern, PatternKey, PatternMatch, VectorStore
 
 #: Weaviate collection (class) names: an upper-case letter, then letters, digits, underscores.
 COLLECTION_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]{0,63}$")
@@ -272,6 +263,9 @@ class WeaviateVectorStore(VectorStore):
 
     # tenants --------------------------------------------------------------
 
+    def _check_tenant(self, tenant: str) -> None:
+        _weaviate_tenant(tenant)
+
     async def _existing_tenants(self, tenants: set[str]) -> set[str]:
         """Which of ``tenants`` exist in Weaviate (asking only about those not known yet)."""
         unknown = sorted(tenants - self._tenants)
@@ -297,45 +291,31 @@ class WeaviateVectorStore(VectorStore):
 
     # writes ---------------------------------------------------------------
 
-    async def upsert(self, patterns: Sequence[Pattern]) -> None:
-        # key -> pattern with checked values; a repeated key merges as sequential upserts would
-        rows: dict[PatternKey, tuple[list[float], float, float, float | None]] = {}
+    async def _upsert(self, patterns: list[Pattern]) -> None:
+        by_tenant: dict[str, list[Pattern]] = defaultdict(list)
         for pattern in patterns:
-            _weaviate_tenant(pattern.key.tenant)
-            vector = checked_vector(pattern.vector, self._dimension)
-            close = checked_number(pattern.close, "close")
-            volatility = checked_number(pattern.volatility, "volatility")
-            forward_return = pattern.forward_return
-            if forward_return is not None:
-                forward_return = checked_number(forward_return, "forward_return")
-            elif pattern.key in rows:
-                forward_return = rows[pattern.key][3]
-            rows[pattern.key] = (vector, close, volatility, forward_return)
-        if not rows:
-            return
-        by_tenant: dict[str, list[PatternKey]] = defaultdict(list)
-        for key in rows:
-            by_tenant[key.tenant].append(key)
+            by_tenant[pattern.key.tenant].append(pattern)
         await self._ensure_tenants(set(by_tenant))
-        for tenant, keys in by_tenant.items():
+        for tenant, mine in by_tenant.items():
             collection = self._collection(tenant)
-            stored = await self._stored_forward_returns(collection, [k for k in keys if rows[k][3] is None])
+            stored = await self._stored_forward_returns(collection, [p.key for p in mine if p.forward_return is None])
             objects = []
-            for key in keys:
-                vector, close, volatility, forward_return = rows[key]
+            for pattern in mine:
+                key = pattern.key
                 properties: dict[str, Any] = {
                     "broker": key.broker,
                     "symbol": key.symbol,
                     "timeframe": key.timeframe,
                     "window_end": key.window_end_ms,
-                    "close": close,
-                    "volatility": volatility,
+                    "close": pattern.close,
+                    "volatility": pattern.volatility,
                 }
+                forward_return = pattern.forward_return
                 if forward_return is None:
                     forward_return = stored.get(key.id)
                 if forward_return is not None:
                     properties["forward_return"] = forward_return
-                objects.append(DataObject(properties=properties, uuid=key.id, vector={VECTOR_NAME: vector}))
+                objects.append(DataObject(properties=properties, uuid=key.id, vector={VECTOR_NAME: list(pattern.vector)}))
             for start in range(0, len(objects), OBJECTS_PER_BATCH):
                 chunk = objects[start : start + OBJECTS_PER_BATCH]
                 result = await collection.data.insert_many(chunk)
@@ -362,13 +342,7 @@ class WeaviateVectorStore(VectorStore):
                     found[obj.uuid] = float(value)
         return found
 
-    async def set_forward_returns(self, updates: Sequence[tuple[PatternKey, float]]) -> None:
-        latest: dict[PatternKey, float] = {}
-        for key, value in updates:
-            _weaviate_tenant(key.tenant)
-            latest[key] = checked_number(value, "forward_return")
-        if not latest:
-            return
+    async def _set_forward_returns(self, latest: dict[PatternKey, float]) -> None:
         tenants = await self._existing_tenants({key.tenant for key in latest})
         slots = asyncio.Semaphore(UPDATE_CONCURRENCY)
 
@@ -390,24 +364,18 @@ class WeaviateVectorStore(VectorStore):
 
     # reads ----------------------------------------------------------------
 
-    async def search(
+    async def _search(
         self,
         tenant: str,
-        vector: Sequence[float],
+        query: list[float],
         k: int,
         *,
-        symbol: str | None = None,
-        timeframe: str | None = None,
-        broker: str | None = None,
-        before_ms: int | None = None,
-        with_forward_return_only: bool = False,
+        symbol: str | None,
+        timeframe: str | None,
+        broker: str | None,
+        before_ms: int | None,
+        with_forward_return_only: bool,
     ) -> list[PatternMatch]:
-        if not isinstance(tenant, str) or not tenant:
-            raise ValueError(f"tenant must be a non-empty string, got {tenant!r}")
-        _weaviate_tenant(tenant)
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise ValueError(f"k must be an int in 1..{MAX_K}, got {k!r}")
-        query = checked_vector(vector, self._dimension)
         if not await self._existing_tenants({tenant}):
             return []
         conditions: list[Any] = []
