@@ -86,7 +86,7 @@ CACHED = ("/v1/ticks", "/v1/candles")
 
 
 async def issue_key(settings: Settings) -> str:
-    pool = await open_pool(settings.postgres_dsn, max_size=1)
+    pool = await open_pool(settings.postgres_connection_dsn, max_size=1)
     try:
         await add_tenant(pool, TENANT)
         return (await create_key(pool, TENANT, "read")).key

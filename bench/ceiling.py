@@ -58,7 +58,7 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
 async def run(mode: str, records: int, chdb_dir: Path, settings: Settings) -> Measurement:
     sink = mode == "sink"
     analytics = open_analytics(chdb_dir) if sink else None
-    cache = redis.asyncio.Redis.from_url(settings.cache_url) if sink else None
+    cache = redis.asyncio.Redis.from_url(settings.cache_connection_url) if sink else None
     consumer = make_consumer(settings)
     started = time.perf_counter()
     await consumer.start()

@@ -64,7 +64,7 @@ ticks_topic = app.topic(TICKS_TOPIC, value_serializer="raw")
 @app.agent(ticks_topic)
 async def store(stream: Any) -> None:  # noqa: ANN401 - a Faust stream
     analytics = open_analytics(CHDB_DIR)
-    cache = redis.asyncio.Redis.from_url(settings.cache_url)
+    cache = redis.asyncio.Redis.from_url(settings.cache_connection_url)
     values: list[dict[str, Any]] = []
     partitions: list[int] = []
     offsets: list[int] = []

@@ -57,8 +57,8 @@ def derived(settings: Settings, enriched_before: int) -> dict[str, Any]:
     it published (records on the enriched topic beyond the ``enriched_before`` earlier runs left)."""
     bars = {row["timeframe"]: int(row["n"]) for row in map(orjson.loads, worker_query(
         settings, "SELECT timeframe, count() AS n FROM tickwire.candles FINAL GROUP BY timeframe") or [])}
-    patterns, with_forward = asyncio.run(_patterns(settings.postgres_dsn))
-    graph = FalkorDB.from_url(settings.graph_url)
+    patterns, with_forward = asyncio.run(_patterns(settings.postgres_connection_dsn))
+    graph = FalkorDB.from_url(settings.graph_connection_url)
     correlations = strategies = 0
     for name in graph.list_graphs():
         if not name.startswith(GRAPH_PREFIX):

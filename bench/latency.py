@@ -108,7 +108,7 @@ class LatencyRun:
 
     async def _all_visible(self) -> bool:
         """Whether the newest tick of every key and partition is visible (when to stop the prober)."""
-        cache = redis.asyncio.Redis.from_url(self.settings.cache_url)
+        cache = redis.asyncio.Redis.from_url(self.settings.cache_connection_url)
         try:
             async with cache.pipeline(transaction=False) as pipe:
                 for key in self.keys:

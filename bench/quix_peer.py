@@ -74,7 +74,7 @@ def main() -> None:
         consumer_extra_config={"session.timeout.ms": max(settings.session_timeout_ms, 10_000)},
         loglevel="WARNING",
     )
-    sink = TicksSink(chdb_dir, settings.cache_url)
+    sink = TicksSink(chdb_dir, settings.cache_connection_url)
     sdf = app.dataframe(app.topic(TICKS_TOPIC, value_deserializer="json"))
     sdf.sink(sink)
     started = time.perf_counter()

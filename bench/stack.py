@@ -51,7 +51,7 @@ class BenchStack:
         root = Path(tempfile.mkdtemp(prefix="tickwire-bench-"))
         root.chmod(0o755)
         state = root / "stack"
-        settings = load_settings(
+        addresses = dict(
             state_dir=state,
             broker_url=f"kafka://127.0.0.1:{free_port()}",
             cache_url=f"redis://127.0.0.1:{free_port()}/0",
@@ -61,9 +61,11 @@ class BenchStack:
             api_port=free_port(),
             session_timeout_ms=session_timeout_ms,
         )
+        settings = load_settings(**addresses)
         bench = cls(settings, root, owned=True)
         try:
             stack.up(settings)
+            bench.settings = load_settings(**addresses)  # with the passwords the stack generated
             bench.apply_catalog()
         except BaseException:
             bench.close()
@@ -91,13 +93,13 @@ class BenchStack:
 
     def clear_cache(self) -> None:
         """Empty the cache (hot keys, published-signal markers)."""
-        redis.Redis.from_url(self.settings.cache_url).flushdb()
+        redis.Redis.from_url(self.settings.cache_connection_url).flushdb()
 
     def clear_derived(self) -> None:
         """Empty the cache, the pattern vectors and the graphs."""
         self.clear_cache()
-        redis.Redis.from_url(self.settings.graph_url).flushall()
-        asyncio.run(_truncate_patterns(self.settings.postgres_dsn))
+        redis.Redis.from_url(self.settings.graph_connection_url).flushall()
+        asyncio.run(_truncate_patterns(self.settings.postgres_connection_dsn))
 
     def directory(self, name: str) -> Path:
         """A new empty directory under the bench's root (chDB data, logs of one run)."""

@@ -53,7 +53,7 @@ class Prober:
         self.settings = settings
         self.keys = [hot_key(tenant, BROKER, symbol) for symbol in symbols]
         self.offsets_sql = stored_offsets_sql(tenant)
-        self.cache = redis.asyncio.Redis.from_url(settings.cache_url)
+        self.cache = redis.asyncio.Redis.from_url(settings.cache_connection_url)
         self.hot: list[list[int]] = []
         self.clickhouse: list[list[int]] = []
         self._stamps = [0] * len(self.keys)

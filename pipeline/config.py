@@ -331,13 +331,34 @@ def _problem(err: dict) -> str:
     return f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}"
 
 
+#: Docker secrets: a file per setting, named like its variable in lower case (``tickwire_cache_password``).
+DOCKER_SECRETS = Path("/run/secrets")
+
+
+def secrets_dirs(state_dir: Path) -> list[Path]:
+    """Where secrets are read from, lowest priority first, when they exist: the local stack's generated
+    ``<state_dir>/secrets`` and Docker's ``/run/secrets``. Environment variables and ``.env`` win over both."""
+    return [path for path in (Path(state_dir) / "secrets", DOCKER_SECRETS) if path.is_dir()]
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read and validate all settings; raise :class:`SettingsError` naming each bad one."""
+    """Read and validate all settings; raise :class:`SettingsError` naming each bad one.
+
+    Secrets may also come from files (:func:`secrets_dirs`): a variable ``TICKWIRE_X`` from a file ``tickwire_x``."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]  # pydantic-settings takes field values as keywords
+        found = secrets_dirs(settings.state_dir)
+        if found:
+            settings = Settings(_secrets_dir=found, **overrides)  # type: ignore[arg-type]  # as above
+        return settings
     except ValidationError as exc:
         problems = "; ".join(_problem(err) for err in exc.errors())
         raise SettingsError(f"invalid settings: {problems}") from None
+
+
+def with_secrets(settings: Settings) -> Settings:
+    """``settings`` read again, so that secrets written since (the local stack's passwords) fill what is unset."""
+    return load_settings(**{name: value for name, value in settings.model_dump().items() if value is not None})
 
 
 @functools.cache

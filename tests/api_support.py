@@ -111,7 +111,7 @@ def issue_key(settings: Settings, tenant: str, scope: str = "read") -> IssuedKey
     """Register ``tenant`` (if needed) and create a key for it, as ``tickwire keys create`` does."""
 
     async def run() -> IssuedKey:
-        pool = await open_pool(settings.postgres_dsn, max_size=1)
+        pool = await open_pool(settings.postgres_connection_dsn, max_size=1)
         try:
             await add_tenant(pool, tenant)
             return await create_key(pool, tenant, scope)

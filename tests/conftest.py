@@ -36,14 +36,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def stack_settings() -> Iterator[Settings]:
-    """Settings of a running local stack (broker with the catalog applied, cache, postgres, graph).
-
-    The state directory is world-traversable (0755 under /tmp) because, when the
-    tests run as root, PostgreSQL runs as an unprivileged user who must reach it.
-    """
+    """Settings of a running local stack (broker with the catalog applied, cache, postgres, graph), with the
+    passwords the stack generated for its servers (read back from its state directory, as every process does)."""
     state = Path(tempfile.mkdtemp(prefix="tickwire-test-stack-"))
-    state.chmod(0o755)
-    settings = load_settings(
+    addresses = dict(
         state_dir=state,
         broker_url=f"kafka://127.0.0.1:{_free_port()}",
         cache_url=f"redis://127.0.0.1:{_free_port()}/0",
@@ -53,8 +49,10 @@ def stack_settings() -> Iterator[Settings]:
         api_port=_free_port(),
         session_timeout_ms=6000,
     )
+    settings = load_settings(**addresses)
     try:
         stack.up(settings)
+        settings = load_settings(**addresses)  # now with the generated passwords
         asyncio.run(apply_catalog(load_catalog(settings.topics_file), settings.bootstrap_servers))
         yield settings
     finally:

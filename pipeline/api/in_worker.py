@@ -22,6 +22,7 @@ when it is a server other workers write too (:mod:`pipeline.api.answer_cache`).
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 from mode import Service
@@ -33,13 +34,16 @@ from pipeline.api.server_limits import protect_faust_web
 from pipeline.config import Settings
 from pipeline.stores.connections import Connections
 
+if TYPE_CHECKING:
+    from faust.web.drivers.aiohttp import Web as AiohttpWeb
+
 log = logging.getLogger("tickwire.api")
 
 
 class ApiService(Service):
     """Opens the API's operational database (keys) with the worker and closes it before the stores."""
 
-    def __init__(self, ctx: ApiContext, **kwargs: object) -> None:
+    def __init__(self, ctx: ApiContext, **kwargs: Any) -> None:  # mode's Service options (beacon, loop)
         self.ctx = ctx
         super().__init__(**kwargs)
 
@@ -56,7 +60,8 @@ def serve_api(app: faust.App, settings: Settings, connections: Connections, stat
     answers = until_commit(status.version) if settings.chdb_path is not None else for_seconds()
     context = ApiContext(settings, analytics=connections.analytics, cache=connections.cache, vectors=connections.vectors,
                          graph=connections.graph, status=status, owns_stores=False, answers=answers)
-    mount(app.web.web_app.router, context)
-    protect_faust_web(app.web, settings)
-    app.service(ApiService(context))
+    web = cast("AiohttpWeb", app.web)  # Faust's web driver is aiohttp (its default; tickwire sets no other)
+    mount(web.web_app.router, context)
+    protect_faust_web(web, settings)
+    app.service(ApiService(context))  # type: ignore[arg-type]  # faust types App.service for classes; it starts instances too
     return context

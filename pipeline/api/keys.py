@@ -24,7 +24,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import asyncpg
 
@@ -94,7 +94,7 @@ def secret_matches(stored: StoredKey, secret: str) -> bool:
 def check_scope(scope: str) -> Scope:
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-    return scope  # type: ignore[return-value]
+    return cast(Scope, scope)
 
 
 async def create_key(pool: asyncpg.Pool, tenant: str, scope: str) -> IssuedKey:
@@ -128,6 +128,7 @@ async def revoke_key(pool: asyncpg.Pool, key_id: str, *, tenant: str | None = No
              done AS (UPDATE api_keys k SET revoked_at = now() FROM target t
                       WHERE k.key_id = t.key_id AND t.revoked_at IS NULL RETURNING k.key_id)
         SELECT (SELECT count(*) FROM target) AS found, (SELECT count(*) FROM done) AS revoked""", key_id, tenant)
+    assert row is not None  # a SELECT without FROM returns one row
     if not row["found"]:
         return "not found"
     return "revoked" if row["revoked"] else "already revoked"

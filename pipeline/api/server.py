@@ -1,11 +1,19 @@
-"""``tickwire api``: the query API as its own process, for when ClickHouse is a server.
+"""``tickwire api``: the query API as its own process.
 
 It serves the same routes as the worker (:mod:`pipeline.api.app`) on a bare
 aiohttp application at ``settings.api_host:api_port``, with its own
-connections to every store. With chDB (``chdb://`` DSN) only the worker can
-read the data, so this refuses to start: the worker serves the API then.
-Consume-path metrics and consumer lag belong to the worker; here ``/metrics``
-has the API's own and ``/health`` reports ``consumer_lag: null``.
+connections to every store. Consume-path metrics and consumer lag belong to
+the worker; here ``/metrics`` has the API's own and ``/health`` reports
+``consumer_lag: null``.
+
+With a ClickHouse server any number of these run beside the workers. With
+chDB (``chdb://`` DSN) the data directory belongs to one process at a time:
+``tickwire api`` may serve it when no worker runs on it (it then owns the
+directory, and a worker cannot start on it until the API stops); while a
+worker holds it, :func:`check_standalone` (and :func:`serve`, should a worker
+start in between) stops it at once with :class:`StandaloneError`, one line:
+the worker serves the API itself then. A worker and ``tickwire api`` never
+share a chDB directory.
 
 Connections have the header-read and keep-alive timeouts and the fixed answer
 to malformed requests of :mod:`pipeline.api.server_limits`, as in the worker.
@@ -16,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
@@ -29,16 +39,56 @@ log = logging.getLogger("tickwire.api")
 
 
 class StandaloneError(RuntimeError):
-    """The settings do not allow a separate API process."""
+    """The API cannot run apart here; the message (one line) says why and what to do."""
+
+
+#: What chDB says when another process holds the data directory (it also prints it on stderr itself).
+_CHDB_HELD = ("Error initializing EmbeddedServer", "Cannot lock file")
+
+
+def _held_error(settings: Settings) -> StandaloneError:
+    return StandaloneError(
+        f"the chDB data at {settings.chdb_path} (TICKWIRE_CLICKHOUSE_DSN) is held by another process, "
+        "a running worker: it serves the API itself, or stop it first (a worker and tickwire api cannot share a chDB "
+        "directory; with a ClickHouse server they run side by side)")
+
+
+def chdb_held(path: Path) -> bool:
+    """Whether a process holds the chDB data directory ``path`` (the lock chDB keeps on its ``status`` file)."""
+    import fcntl
+
+    try:
+        fd = os.open(path / "status", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the lock if this probe took it
+    return False
 
 
 def check_standalone(settings: Settings) -> None:
-    """Raise :class:`StandaloneError` unless ClickHouse is a server this process may query."""
-    if settings.chdb_path is not None:
-        raise StandaloneError(
-            "TICKWIRE_CLICKHOUSE_DSN is chdb:// (in-process ClickHouse): only the worker can read it, and the worker "
-            f"serves the API itself (tickwire worker, at {settings.api_url}). tickwire api needs a ClickHouse server: "
-            "TICKWIRE_CLICKHOUSE_DSN=http(s)://host:port")
+    """Raise :class:`StandaloneError` (one line) when this process cannot serve: a worker holds the chDB directory."""
+    if settings.chdb_path is not None and chdb_held(settings.chdb_path):
+        raise _held_error(settings)
+
+
+def chdb_held_elsewhere(settings: Settings, exc: BaseException) -> StandaloneError | None:
+    """The one-line error for ``exc`` when it says another process holds the chDB directory (a worker that started
+    after :func:`check_standalone`), else None."""
+    if settings.chdb_path is None:
+        return None
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    if not any(marker in str(e) for e in chain for marker in _CHDB_HELD):
+        return None
+    return _held_error(settings)
 
 
 def make_app(ctx: ApiContext) -> web.Application:
@@ -72,9 +122,18 @@ async def run(application: web.Application, settings: Settings, *, handle_signal
 
 
 def serve(settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM (then finish requests in flight and close the stores)."""
+    """Serve until SIGINT or SIGTERM (then finish requests in flight and close the stores).
+
+    Raises :class:`StandaloneError` before listening when the chDB directory is held by a worker (see
+    :func:`check_standalone`, which says so without chDB's own message on stderr)."""
     import uvloop
 
     uvloop.install()
     with contextlib.suppress(GracefulExit):
-        asyncio.run(run(make_app(ApiContext.standalone(settings)), settings))
+        try:
+            asyncio.run(run(make_app(ApiContext.standalone(settings)), settings))
+        except Exception as exc:
+            held = chdb_held_elsewhere(settings, exc)
+            if held is None:
+                raise
+            raise held from None

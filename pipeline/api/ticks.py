@@ -41,9 +41,10 @@ async def latest(ctx: ApiContext, call: Call) -> dict[str, Any]:
         values = await ctx.hot_keys.read(hot_key(call.tenant, broker, symbol), _LATEST_FIELDS)
     except Exception as exc:  # noqa: BLE001 - any cache failure is "unavailable" to the client
         raise store_failed("cache", exc) from None
-    if None in values:
+    present = [value for value in values if value is not None]
+    if len(present) < len(values):
         return {"data": []}
-    time_msc, bid, ask, last, volume, flags = values
+    time_msc, bid, ask, last, volume, flags = present
     return {"data": [{"broker": broker, "symbol": symbol, "time_msc": int(time_msc), "bid": float(bid),
                       "ask": float(ask), "last": float(last), "volume": int(volume), "flags": int(flags)}]}
 

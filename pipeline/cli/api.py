@@ -129,14 +129,15 @@ def keys_list(tenant: str | None) -> None:
 
 @click.command()
 def api() -> None:
-    """Serve the query API as its own process (needs a ClickHouse server; with chDB the worker serves it)."""
+    """Serve the query API as its own process (any number beside the workers with a ClickHouse server; with chDB
+    only while no worker holds the data directory, which it then holds itself: exit 2 if a worker does)."""
     from pipeline.api.server import StandaloneError, check_standalone, serve
 
     settings = _settings()
     try:
         check_standalone(settings)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        serve(settings)
     except StandaloneError as exc:
-        err.print(f"[red]{exc}[/red]")
+        click.echo(f"tickwire api: {exc}", err=True)
         sys.exit(2)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(settings)

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from pipeline.config import Settings, SettingsError, get_settings
 from pipeline.ingest import mt5_import
-from pipeline.ingest.producer import MT5Producer
+from pipeline.ingest.producer import MT5Producer, utc_offset_ms
 from pipeline.ingest.simulator import (
     DEFAULT_SYMBOLS,
     MAX_TICKS_PER_KEY_PER_S,
@@ -131,7 +131,7 @@ def import_mt5(file: Path, tenant: str, broker: str, symbol: str, utc_offset: fl
     """Produce the ticks of an MT5 tick export FILE (Symbols -> Ticks -> Export)."""
     try:
         mt5_import.check_key(tenant, broker, symbol)
-        mt5_import.utc_offset_ms(utc_offset)
+        utc_offset_ms(utc_offset)
     except ValueError as exc:
         raise _fail(f"invalid option: {exc}", 2) from None
     try:

@@ -18,15 +18,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pipeline.config import STAGE_NAMES, SettingsError, get_settings
-from pipeline.ops.replay import Bound, ReplayError, ReplayPlan, ReplayProgress, replay
+from pipeline.config import STAGE_NAMES, Settings, SettingsError, get_settings
+from pipeline.ops.replay import Bound, ReplayError, ReplayPlan, ReplayProgress, ReplayReport, replay
 from pipeline.runtime.topology import ROLES
 
 console = Console()
 err = Console(stderr=True)
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     try:
         return get_settings()
     except SettingsError as exc:
@@ -67,7 +67,7 @@ def replay_command(stages: str, start: str | None, end: str | None, tenants: tup
             tasks[p.stage] = progress.add_task(p.stage, total=None, rate=0.0)
         progress.update(tasks[p.stage], completed=p.records, total=p.total, rate=p.rate)
 
-    async def run():  # type: ignore[no-untyped-def]
+    async def run() -> ReplayReport:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

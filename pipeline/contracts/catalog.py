@@ -85,7 +85,7 @@ async def apply_catalog(catalog: Catalog, brokers: list[str] | dict[str, Any], r
 
     ``brokers``: the bootstrap servers, or the client options of every tickwire Kafka client
     (``pipeline.core.kafka.client_options``: servers and security)."""
-    options = {"bootstrap_servers": brokers} if isinstance(brokers, list) else dict(brokers)
+    options: dict[str, Any] = {"bootstrap_servers": brokers} if isinstance(brokers, list) else dict(brokers)
     options.setdefault("request_timeout_ms", 10_000)
     admin = AIOKafkaAdminClient(**options)
     await admin.start()

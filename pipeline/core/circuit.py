@@ -12,11 +12,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict
 
 from pipeline.core.metrics import SINK_CIRCUIT_OPEN
 
 log = logging.getLogger("tickwire.circuit")
+
+
+class CircuitSnapshot(TypedDict):
+    """A circuit as ``/health`` shows it (see :meth:`CircuitBreaker.snapshot`)."""
+
+    state: Literal["closed", "open"]
+    failures: int
+    open_since: float | None
+    last_error: str
 
 
 @dataclass
@@ -56,7 +65,7 @@ class CircuitBreaker:
         SINK_CIRCUIT_OPEN.labels(self.stage, self.name).set(0)
         return True
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> CircuitSnapshot:
         """For /health: state, failed attempts so far, since when (epoch s), the kind of the last error
         (its type only: the message can name hosts; it is in the log)."""
         return {"state": self.state, "failures": self.failures, "open_since": self.opened_at,

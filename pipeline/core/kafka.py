@@ -32,11 +32,12 @@ class KafkaSetupError(RuntimeError):
 
 def ssl_context(settings: Settings) -> ssl.SSLContext:
     """The TLS context of ``SSL``/``SASL_SSL``: the CA file (default: the system's), the client certificate if set."""
-    return create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(
         cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
         certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
         keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
     )
+    return context
 
 
 def client_options(settings: Settings) -> dict[str, Any]:

@@ -23,9 +23,12 @@ def issue_token(state_dir: Path) -> str:
     path = token_path(state_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # a new file: an old one's mode never stays
     with os.fdopen(fd, "w") as handle:
         handle.write(token)
+    temporary.replace(path)
     return token
 
 

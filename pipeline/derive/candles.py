@@ -19,7 +19,7 @@ record is dead-lettered.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import msgspec
 
@@ -197,7 +197,7 @@ class CandleBuilder(ItemSink[BarWindow]):
         return bars
 
 
-def _columns(bars: Sequence[Candle]) -> list[list]:
+def _columns(bars: Sequence[Candle]) -> list[list[Any]]:
     return [
         [b.tenant for b in bars], [b.broker for b in bars], [b.symbol for b in bars], [b.timeframe for b in bars],
         [b.start_ms for b in bars], [b.end_ms for b in bars], [b.open for b in bars], [b.high for b in bars],

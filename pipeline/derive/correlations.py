@@ -112,10 +112,10 @@ def pairwise_correlations(returns: dict[str, dict[int, float]], min_samples: int
     column = {t: j for j, t in enumerate(windows)}
     values = np.zeros((len(symbols), len(windows)))
     mask = np.zeros_like(values)
-    for i, symbol in enumerate(symbols):
+    for row, symbol in enumerate(symbols):
         for t, r in returns[symbol].items():
-            values[i, column[t]] = r
-            mask[i, column[t]] = 1.0
+            values[row, column[t]] = r
+            mask[row, column[t]] = 1.0
     n = mask @ mask.T                     # common windows of (a, b)
     sum_x = values @ mask.T               # [a, b]: sum of a's returns over the windows common with b
     sum_xx = (values * values) @ mask.T

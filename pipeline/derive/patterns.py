@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import defaultdict
-from typing import Sequence
+from typing import Any, Sequence
 
 from pipeline.contracts.schemas import Candle
 from pipeline.contracts.timeframes import Timeframe
@@ -117,7 +117,7 @@ class PatternBuilder(ItemSink[DerivedWrite]):
         self._derived = []
         self._origins = {}
 
-    async def _history(self, timeframe: str, groups: dict[Series, set[int]]) -> dict[Series, list[tuple]]:
+    async def _history(self, timeframe: str, groups: dict[Series, set[int]]) -> dict[Series, list[tuple[Any, ...]]]:
         """Per series, oldest first: every bar from the earliest pending one to ``WINDOW_BARS`` bar lengths
         past the latest, and the ``WINDOW_BARS + horizon`` bars before the earliest (for the windows that
         end at it and the forward returns that end there), however many bars close at once."""
@@ -128,12 +128,12 @@ class PatternBuilder(ItemSink[DerivedWrite]):
             HISTORY_SQL.replace("{db}", self._session.database),
             {"tf": timeframe, "series": sorted(groups), "lo": lo, "hi": hi, "before": WINDOW_BARS + self._horizon},
         )
-        history: dict[Series, list[tuple]] = defaultdict(list)
+        history: dict[Series, list[tuple[Any, ...]]] = defaultdict(list)
         for row in rows:
             history[row[0], row[1], row[2]].append(row[3:])
         return history
 
-    def _derive(self, timeframe: str, series: Series, bars: list[tuple], starts: set[int],
+    def _derive(self, timeframe: str, series: Series, bars: list[tuple[Any, ...]], starts: set[int],
                 patterns: dict[PatternKey, Pattern], forward: dict[PatternKey, float]) -> None:
         """Patterns of every window containing a pending bar, and forward returns ending at them."""
         index = {int(bar[0]): i for i, bar in enumerate(bars)}

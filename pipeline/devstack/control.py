@@ -183,7 +183,7 @@ def _status(server: Server, layout: StateLayout, timeout: float) -> ServerStatus
 
 def _start(settings: Settings, names: tuple[str, ...], timeout: float) -> list[StartReport]:
     layout = StateLayout.at(settings.state_dir)
-    servers = servers_for(settings)
+    servers = servers_for(settings, generate_secrets=True)
     with _locked(layout):
         reports = _in_parallel(lambda s: _ensure_running(s, layout, timeout), [servers[n] for n in names])
     if not all(r.ok for r in reports):

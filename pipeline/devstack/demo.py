@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline import devstack as stack
-from pipeline.config import Settings
+from pipeline.config import Settings, with_secrets
 from pipeline.contracts.catalog import apply_catalog, load_catalog
 from pipeline.contracts.topics import ENRICHED_TOPIC, TICKS_TOPIC
 from pipeline.core.kafka import client_options
@@ -144,6 +144,7 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, history_minu
         return 1
     for r in reports:
         console.print(f"{r.name:9} {r.address:48} {r.outcome}")
+    settings = with_secrets(settings)  # the passwords `up` generated for the servers
     states = asyncio.run(apply_catalog(load_catalog(settings.topics_file), client_options(settings)))
     console.print("topics:  " + ", ".join(f"{s.name} ({s.action})" for s in states))
     _ensure_worker(settings, console)

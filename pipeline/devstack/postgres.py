@@ -5,11 +5,14 @@ Contracts:
   normal user (postgres runs as that user) and, for root, the unprivileged
   system user :data:`SYSTEM_USER` (created with ``useradd --system`` if missing).
 - :func:`prepare` makes ``<state>/postgres/data`` an initialised cluster owned by
-  that user (``initdb --auth=trust``, superuser named as the DSN user), or raises
-  :class:`PostgresSetupError` saying why (e.g. a parent directory that user
-  cannot enter). initdb's output goes to the server's log file.
-- :func:`bootstrap` creates the DSN's database if missing and
-  ``CREATE EXTENSION IF NOT EXISTS vector`` in it; idempotent.
+  that user (``initdb`` with scram-sha-256 authentication for every connection,
+  superuser named as the DSN user, its password read from a file that exists only
+  while initdb runs), or raises :class:`PostgresSetupError` saying why (e.g. a
+  parent directory that user cannot enter). initdb's output goes to the server's log file.
+- :func:`bootstrap` sets the superuser's password to the stack's (idempotent: it
+  follows a changed secret), turns any ``trust`` line of ``pg_hba.conf`` left by an
+  older stack into ``scram-sha-256`` (and reloads), creates the DSN's database if
+  missing and ``CREATE EXTENSION IF NOT EXISTS vector`` in it; idempotent.
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ def data_dir(home: Path) -> Path:
     return home / "data"
 
 
-def prepare(home: Path, bin_dir: Path, superuser: str, log_file: Path, run_as: RunAs | None, timeout: float) -> None:
+def prepare(home: Path, bin_dir: Path, superuser: str, password: str, log_file: Path, run_as: RunAs | None,
+            timeout: float) -> None:
     """Ensure ``home/data`` holds an initialised cluster owned by ``run_as`` (or by us)."""
     if run_as is not None:
         _check_reachable(bin_dir, run_as, "the PostgreSQL binaries")
@@ -98,17 +102,26 @@ def prepare(home: Path, bin_dir: Path, superuser: str, log_file: Path, run_as: R
                 os.chown(path, run_as.uid, run_as.gid, follow_symlinks=False)
     if (data_dir(home) / "PG_VERSION").exists():
         return
-    argv = [str(bin_dir / "initdb"), "-D", str(data_dir(home)), "--auth=trust", f"--username={superuser}",
-            "--encoding=UTF8", "--locale=C", "--no-instructions"]  # fmt: skip
-    identity = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []} if run_as else {}
+    password_file = home / "initdb.pw"
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password)
+    if run_as is not None:
+        os.chown(password_file, run_as.uid, run_as.gid)
+    argv = [str(bin_dir / "initdb"), "-D", str(data_dir(home)), "--auth=scram-sha-256", f"--pwfile={password_file}",
+            f"--username={superuser}", "--encoding=UTF8", "--locale=C", "--no-instructions"]  # fmt: skip
     with open(log_file, "ab") as log:
         log.write(f"--- initdb: {' '.join(argv)}\n".encode())
         log.flush()
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                  cwd=home, timeout=timeout, **identity)  # type: ignore[arg-type]  # fmt: skip
+                                  cwd=home, timeout=timeout, user=run_as.uid if run_as else None,
+                                  group=run_as.gid if run_as else None,
+                                  extra_groups=[] if run_as else None)  # fmt: skip
         except subprocess.TimeoutExpired:
             raise PostgresSetupError(f"initdb did not finish within {timeout:.0f} s") from None
+        finally:
+            password_file.unlink(missing_ok=True)
     if done.returncode != 0:
         raise PostgresSetupError(f"initdb failed with exit code {done.returncode}")
 
@@ -120,12 +133,16 @@ def server_argv(home: Path, bin_dir: Path, host: str, port: int) -> list[str]:
             "-c", "logging_collector=off"]  # fmt: skip
 
 
-def bootstrap(host: str, port: int, user: str, database: str, timeout: float) -> None:
-    """Create ``database`` if missing and the ``vector`` extension in it (idempotent)."""
+def bootstrap(home: Path, host: str, port: int, user: str, password: str, database: str, timeout: float) -> None:
+    """Secure and complete the cluster (see the module docstring); idempotent."""
 
     async def run() -> None:
-        conn = await asyncpg.connect(host=host, port=port, user=user, database="postgres", timeout=timeout, ssl=False)
+        conn = await asyncpg.connect(host=host, port=port, user=user, password=password, database="postgres",
+                                     timeout=timeout, ssl=False)
         try:
+            await conn.execute(f"ALTER ROLE {_quoted(user)} PASSWORD {_literal(password)}")
+            if _scram_only(data_dir(home) / "pg_hba.conf"):
+                await conn.execute("SELECT pg_reload_conf()")
             if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
                 quoted = '"' + database.replace('"', '""') + '"'
                 try:
@@ -134,7 +151,8 @@ def bootstrap(host: str, port: int, user: str, database: str, timeout: float) ->
                     pass  # created concurrently
         finally:
             await conn.close()
-        conn = await asyncpg.connect(host=host, port=port, user=user, database=database, timeout=timeout, ssl=False)
+        conn = await asyncpg.connect(host=host, port=port, user=user, password=password, database=database,
+                                     timeout=timeout, ssl=False)
         try:
             try:
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -144,3 +162,24 @@ def bootstrap(host: str, port: int, user: str, database: str, timeout: float) ->
             await conn.close()
 
     asyncio.run(run())
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _scram_only(hba: Path) -> bool:
+    """Turn ``trust`` lines of ``pg_hba.conf`` (a cluster made by an older stack) into scram-sha-256; True if changed."""
+    try:
+        lines = hba.read_text().splitlines(keepends=True)
+    except PermissionError:
+        return False  # not ours to read (run as another user): initdb of this version already wrote scram
+    changed = [line.replace(" trust", " scram-sha-256") if not line.lstrip().startswith("#") else line for line in lines]
+    if changed == lines:
+        return False
+    hba.write_text("".join(changed))
+    return True

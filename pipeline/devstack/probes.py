@@ -46,15 +46,16 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def _redis(host: str, port: int, db: int, timeout: float) -> redis.Redis:
+def _redis(host: str, port: int, db: int, timeout: float, password: str | None) -> redis.Redis:
     return redis.Redis(
-        host=host, port=port, db=db, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        host=host, port=port, db=db, password=password, socket_timeout=timeout, socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
-def redis_ping(host: str, port: int, db: int, timeout: float) -> None:
-    """PING (after SELECT ``db``) must answer PONG."""
-    with _redis(host, port, db, timeout) as client:
+def redis_ping(host: str, port: int, db: int, timeout: float, password: str | None = None) -> None:
+    """PING (after AUTH and SELECT ``db``) must answer PONG."""
+    with _redis(host, port, db, timeout, password) as client:
         if client.ping() is not True:
             raise ProbeError("PING did not answer PONG")
 
@@ -62,19 +63,20 @@ def redis_ping(host: str, port: int, db: int, timeout: float) -> None:
 GRAPH_PROBE_KEY = "tickwire:stack:probe"
 
 
-def falkordb_query(host: str, port: int, timeout: float) -> None:
+def falkordb_query(host: str, port: int, timeout: float, password: str | None = None) -> None:
     """``GRAPH.QUERY`` of ``RETURN 1`` (on the graph :data:`GRAPH_PROBE_KEY`) must return 1."""
-    with _redis(host, port, 0, timeout) as client:
+    with _redis(host, port, 0, timeout, password) as client:
         reply = client.execute_command("GRAPH.QUERY", GRAPH_PROBE_KEY, "RETURN 1")
     if reply[1] != [[1]]:
         raise ProbeError(f"GRAPH.QUERY RETURN 1 answered {reply!r}")
 
 
-def postgres_select(host: str, port: int, user: str, database: str, timeout: float) -> None:
-    """Connect as ``user`` to ``database`` and ``SELECT 1``."""
+def postgres_select(host: str, port: int, user: str, database: str, timeout: float, password: str | None = None) -> None:
+    """Connect as ``user`` (with ``password``) to ``database`` and ``SELECT 1``."""
 
     async def check() -> None:
-        conn = await asyncpg.connect(host=host, port=port, user=user, database=database, timeout=timeout, ssl=False)
+        conn = await asyncpg.connect(host=host, port=port, user=user, password=password, database=database,
+                                     timeout=timeout, ssl=False)
         try:
             if await conn.fetchval("SELECT 1", timeout=timeout) != 1:
                 raise ProbeError("SELECT 1 did not return 1")

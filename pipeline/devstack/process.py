@@ -40,7 +40,6 @@ def spawn(argv: list[str], *, log_file: Path, pid_file: Path, cwd: Path, run_as:
     with open(log_file, "ab") as log:
         log.write(f"--- tickwire stack: {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
         log.flush()
-        identity = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []} if run_as else {}
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -48,7 +47,9 @@ def spawn(argv: list[str], *, log_file: Path, pid_file: Path, cwd: Path, run_as:
             stderr=subprocess.STDOUT,
             cwd=cwd,
             start_new_session=True,
-            **identity,  # type: ignore[arg-type]
+            user=run_as.uid if run_as else None,
+            group=run_as.gid if run_as else None,
+            extra_groups=[] if run_as else None,
         )
     _CHILDREN[proc.pid] = proc
     write_pid(pid_file, proc.pid)

@@ -1,7 +1,8 @@
 """The four servers of the local stack, derived from :class:`pipeline.config.Settings`.
 
-Contract: :func:`servers_for` only parses settings (it starts, creates and
-resolves nothing) and raises :class:`StackConfigError` naming the offending
+Contract: :func:`servers_for` only parses settings and finds the servers'
+passwords (:mod:`pipeline.devstack.secrets`; generated into the state
+directory when asked, by ``up``; it starts and resolves nothing) and raises :class:`StackConfigError` naming the offending
 ``TICKWIRE_*`` variable when an address cannot be served locally (not a
 loopback host, wrong scheme). A :class:`Server`'s ``prepare`` creates its
 directories (and, for PostgreSQL, its user and cluster) and returns how to
@@ -21,6 +22,7 @@ from pipeline.devstack import binaries, postgres, probes
 from pipeline.devstack.errors import StackConfigError
 from pipeline.devstack.layout import StateLayout
 from pipeline.devstack.process import RunAs
+from pipeline.devstack.secrets import passwords, write_private
 
 SERVER_NAMES: tuple[str, ...] = ("broker", "cache", "postgres", "graph")
 
@@ -93,36 +95,40 @@ def _broker(settings: Settings, layout: StateLayout) -> Server:
                   probe=lambda timeout: probes.kafka_metadata(host, port, timeout), prepare=prepare)  # fmt: skip
 
 
-def _redis_like(name: str, host: str, port: int, layout: StateLayout, binary: Callable[[], list[str]]) -> Callable[[float], Launch]:
+def _redis_like(name: str, host: str, port: int, layout: StateLayout, binary: Callable[[], list[str]],
+                password: str) -> Callable[[float], Launch]:
     def prepare(timeout: float) -> Launch:
         layout.create(name)
-        argv = [*binary(), "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no",
+        config = layout.data_dir(name) / "server.conf"  # the password lives here (0600), not on the command line
+        write_private(config, f"requirepass {password}\n")
+        executable, *arguments = binary()  # the config file must come first: redis-server reads it before the rest
+        argv = [executable, str(config), *arguments, "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no",
                 "--dir", str(layout.data_dir(name)), "--daemonize", "no", "--logfile", ""]  # fmt: skip
         return Launch(argv)
 
     return prepare
 
 
-def _cache(settings: Settings, layout: StateLayout) -> Server:
+def _cache(settings: Settings, layout: StateLayout, password: str) -> Server:
     host, port, db = _redis_address(settings.cache_url, "TICKWIRE_CACHE_URL", 6379)
-    prepare = _redis_like("cache", host, port, layout, lambda: [str(binaries.valkey_server())])
+    prepare = _redis_like("cache", host, port, layout, lambda: [str(binaries.valkey_server())], password)
     return Server("cache", f"redis://{_hostport(host, port)}/{db}", host, port, "valkey-server",
-                  probe=lambda timeout: probes.redis_ping(host, port, db, timeout), prepare=prepare)  # fmt: skip
+                  probe=lambda timeout: probes.redis_ping(host, port, db, timeout, password), prepare=prepare)  # fmt: skip
 
 
-def _graph(settings: Settings, layout: StateLayout) -> Server:
+def _graph(settings: Settings, layout: StateLayout, password: str) -> Server:
     host, port, _ = _redis_address(settings.graph_url, "TICKWIRE_GRAPH_URL", 6379)
 
     def command() -> list[str]:
         server, module = binaries.falkordb()
         return [str(server), "--loadmodule", str(module)]
 
-    prepare = _redis_like("graph", host, port, layout, command)
+    prepare = _redis_like("graph", host, port, layout, command, password)
     return Server("graph", f"redis://{_hostport(host, port)}", host, port, "redis-server",
-                  probe=lambda timeout: probes.falkordb_query(host, port, timeout), prepare=prepare)  # fmt: skip
+                  probe=lambda timeout: probes.falkordb_query(host, port, timeout, password), prepare=prepare)  # fmt: skip
 
 
-def _postgres(settings: Settings, layout: StateLayout) -> Server:
+def _postgres(settings: Settings, layout: StateLayout, password: str) -> Server:
     env = "TICKWIRE_POSTGRES_DSN"
     parts = urlsplit(settings.postgres_dsn)
     host, port = _local_host(parts.hostname, env), parts.port or 5432
@@ -134,20 +140,27 @@ def _postgres(settings: Settings, layout: StateLayout) -> Server:
         layout.create("postgres")
         bin_dir = binaries.postgres_bin_dir()
         run_as = postgres.service_user()
-        postgres.prepare(home, bin_dir, user, layout.log_file("postgres"), run_as, timeout)
+        if run_as is not None:
+            layout.share_with(run_as.gid)
+        postgres.prepare(home, bin_dir, user, password, layout.log_file("postgres"), run_as, timeout)
         return Launch(postgres.server_argv(home, bin_dir, host, port), run_as)
 
     return Server(
         "postgres", f"postgresql://{user}@{_hostport(host, port)}/{database}", host, port, "postgres",
-        probe=lambda timeout: probes.postgres_select(host, port, user, "postgres", timeout),
+        probe=lambda timeout: probes.postgres_select(host, port, user, "postgres", timeout, password),
         prepare=prepare,
-        bootstrap=lambda timeout: postgres.bootstrap(host, port, user, database, timeout),
+        bootstrap=lambda timeout: postgres.bootstrap(home, host, port, user, password, database, timeout),
         stop_signal=signal.SIGINT,  # "fast" shutdown: roll back sessions, checkpoint, exit
     )  # fmt: skip
 
 
-def servers_for(settings: Settings) -> dict[str, Server]:
+def servers_for(settings: Settings, *, generate_secrets: bool = False) -> dict[str, Server]:
     """The four servers, by name, in :data:`SERVER_NAMES` order."""
     layout = StateLayout.at(settings.state_dir)
-    build = {"broker": _broker, "cache": _cache, "postgres": _postgres, "graph": _graph}
-    return {name: build[name](settings, layout) for name in SERVER_NAMES}
+    secret = passwords(settings, generate=generate_secrets)
+    return {
+        "broker": _broker(settings, layout),
+        "cache": _cache(settings, layout, secret["cache"]),
+        "postgres": _postgres(settings, layout, secret["postgres"]),
+        "graph": _graph(settings, layout, secret["graph"]),
+    }

@@ -124,7 +124,8 @@ class MT5TickReader:
             self._raw.close()
             raise
         self._width = len(names)
-        self._index = [names.index(n) if n in names else None for n in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)]
+        self._required = tuple(names.index(n) for n in REQUIRED_COLUMNS)  # _header_names checked they are there
+        self._optional = tuple(names.index(n) if n in names else None for n in OPTIONAL_COLUMNS)
         self._day_ms: dict[str, int] = {}
 
     @property
@@ -160,7 +161,8 @@ class MT5TickReader:
         if len(cells) > self._width:
             raise _BadCell(f"{len(cells)} columns, the header has {self._width}")
         cells += [""] * (self._width - len(cells))
-        i_date, i_time, i_bid, i_ask, i_last, i_volume, i_flags = self._index
+        i_date, i_time, i_bid, i_ask = self._required
+        i_last, i_volume, i_flags = self._optional
         return _Row(
             time_msc=self._time_msc(cells[i_date], cells[i_time]),
             bid=_price("BID", cells[i_bid]),

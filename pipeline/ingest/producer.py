@@ -76,7 +76,7 @@ class MT5Producer:
         self._settings = settings
         self._producer = make_producer(settings)
         self._validate = validate
-        self._deliveries: list[asyncio.Future] = []
+        self._deliveries: list[asyncio.Future[object]] = []
         self.sent = 0
 
     async def __aenter__(self) -> MT5Producer:
@@ -124,14 +124,14 @@ class MT5Producer:
         await self._settle(deliveries)
 
     @staticmethod
-    async def _settle(deliveries: list[asyncio.Future]) -> None:
+    async def _settle(deliveries: list[asyncio.Future[object]]) -> None:
         results = await asyncio.gather(*deliveries, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise DeliveryError(f"{len(failures)} of {len(results)} records were not delivered: {failures[0]!r}")
 
 
-def _check(decoder: msgspec.json.Decoder, value: bytes) -> None:
+def _check(decoder: msgspec.json.Decoder[Tick] | msgspec.json.Decoder[Signal], value: bytes) -> None:
     try:
         decoder.decode(value)
     except msgspec.MsgspecError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 from mode import Service
@@ -65,7 +66,7 @@ class TickwireApp(faust.App):
 class StatusMetrics(Service):
     """Keeps the lag gauges current (and learns the groups' committed offsets) on the probe's interval."""
 
-    def __init__(self, status: PipelineStatus, interval_s: float, **kwargs: object) -> None:
+    def __init__(self, status: PipelineStatus, interval_s: float, **kwargs: Any) -> None:  # kwargs: mode's Service options
         self._status = status
         self._interval_s = interval_s
         super().__init__(**kwargs)
@@ -96,6 +97,11 @@ def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | Non
                                  mechanism=settings.kafka_sasl_mechanism)
 
 
+def _start_with_app(app: faust.App, service: Service) -> None:
+    """Start ``service`` with ``app``, after the services registered before it."""
+    app.service(service)  # type: ignore[arg-type]  # faust types App.service for classes; it starts instances too
+
+
 @dataclass
 class Worker:
     """What :func:`build_worker` made (the app runs it; tests and tools may look at the rest)."""
@@ -124,14 +130,14 @@ def build_worker(settings: Settings) -> Worker:
         producer_acks=-1,
     )
     connections = Connections(settings)
-    app.service(connections)  # Faust starts services in registration order: the stores before the stages
+    _start_with_app(app, connections)  # Faust starts services in registration order: the stores before the stages
     running = [Stage(spec, app, settings, connections) for spec in stages(settings.stage_names)]
     for stage in running:
-        app.service(stage.source)
+        _start_with_app(app, stage.source)
     log_ends = LogEnds(settings, {topic for stage in running for topic in stage.spec.inputs})
-    app.service(log_ends)
+    _start_with_app(app, log_ends)
     status = PipelineStatus(list(running), log_ends, settings.stage_stall_after_s)
-    app.service(StatusMetrics(status, settings.lag_probe_interval_ms / 1000))
+    _start_with_app(app, StatusMetrics(status, settings.lag_probe_interval_ms / 1000))
     serve_api(app, settings, connections, status)
     serve_operator_sql(app, settings, connections, status)
     app.drain_first = [stage.source for stage in running]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
@@ -47,7 +47,7 @@ class LogEnd:
 
 
 class LogEnds(Service):
-    def __init__(self, settings: Settings, topics: Iterable[str], **kwargs: object) -> None:
+    def __init__(self, settings: Settings, topics: Iterable[str], **kwargs: Any) -> None:  # kwargs: mode's Service options
         self._settings = settings
         self._topics = sorted(set(topics))
         self._consumer: AIOKafkaConsumer | None = None

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import faust
 import msgspec
@@ -52,14 +52,14 @@ from pipeline.core.kafka import KafkaSetupError, client_options
 from pipeline.core.kafka import start as kafka_start
 from pipeline.core.metrics import BATCH_SIZE, RECORDS_CONSUMED
 from pipeline.core.retry import RetryPolicy, Stopping
-from pipeline.runtime.checkpoint import Checkpoint, DeadLetterLimits, group_committer
+from pipeline.runtime.checkpoint import Checkpoint, DeadLetterLimits, OffsetCommitter, group_committer
 from pipeline.sinks.base import Sink
 from pipeline.sinks.topic import TopicPublisher
 
 log = logging.getLogger("tickwire.source")
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types: its base class is Any
     def __init__(self, source: BatchSource) -> None:
         self._source = source
 
@@ -75,7 +75,7 @@ class _Decoded:
     """One fetched topic-partition batch, decoded, waiting to be handed to the agents."""
 
     tp: TopicPartition
-    decoded: DecodedBatch
+    decoded: DecodedBatch[msgspec.Struct]
     next_offset: int
     last_time_ms: int
 
@@ -83,7 +83,7 @@ class _Decoded:
     def records(self) -> int:
         return len(self.decoded.valid) + len(self.decoded.rejected)
 
-    async def deliver(self, channels: list[faust.ChannelT]) -> RecordBatch:
+    async def deliver(self, channels: list[faust.ChannelT[RecordBatch[msgspec.Struct]]]) -> RecordBatch[msgspec.Struct]:
         """Send the valid records to ``channels`` as one batch; its ``done`` resolves once every agent took it."""
         batch = RecordBatch(self.tp.topic, self.tp.partition, self.decoded.valid, self.next_offset)
         channels = channels if self.decoded.valid else []
@@ -100,22 +100,22 @@ def stage_group(settings: Settings, stage: str) -> str:
 
 class BatchSource(Service):
     def __init__(self, app: faust.App, stage: str, settings: Settings, sinks: Sequence[Sink], publisher: TopicPublisher,
-                 after_publish: Sequence[Sink] = (), **kwargs: object) -> None:
+                 after_publish: Sequence[Sink] = (), **kwargs: Any) -> None:  # kwargs: mode's Service options
         self.app = app
         self.stage = stage
         self.settings = settings
         self.publisher = publisher
         self._sinks = list(sinks)
         self._after_publish = list(after_publish)
-        self._routes: dict[str, list[faust.ChannelT]] = {}
-        self._eager_routes: dict[str, list[faust.ChannelT]] = {}
-        self._decoders: dict[str, BatchDecoder] = {}
+        self._routes: dict[str, list[faust.ChannelT[RecordBatch[msgspec.Struct]]]] = {}
+        self._eager_routes: dict[str, list[faust.ChannelT[RecordBatch[msgspec.Struct]]]] = {}
+        self._decoders: dict[str, BatchDecoder[msgspec.Struct]] = {}
         self._rules = DomainRules.from_settings(settings)
         self._stop_event = asyncio.Event()
         self._positions: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task | None = None
-        self._inflight: asyncio.Task | None = None  # the running checkpoint, if any
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Task[None] | None = None  # the running checkpoint, if any
         self._held: list[_Decoded] = []  # decoded while a checkpoint ran, not yet handed to the agents
         self.consumer: AIOKafkaConsumer | None = None
         self.checkpoint = Checkpoint(
@@ -126,7 +126,7 @@ class BatchSource(Service):
             limits=DeadLetterLimits(settings.dlq_max_envelope_bytes, settings.dlq_value_head_bytes),
             on_circuit=self._pause_while_open,
         )
-        self._committer = None
+        self._committer: OffsetCommitter | None = None
         #: True once the consumer runs.
         self.consuming = False
         super().__init__(**kwargs)
@@ -136,7 +136,9 @@ class BatchSource(Service):
         """The input topics of this stage."""
         return list(self._decoders)
 
-    def route(self, topic: str, message_type: type[msgspec.Struct], *, eager: bool = False) -> faust.ChannelT:
+    def route(
+        self, topic: str, message_type: type[msgspec.Struct], *, eager: bool = False
+    ) -> faust.ChannelT[RecordBatch[msgspec.Struct]]:
         """A new channel on which decoded batches of ``topic`` are delivered to one agent.
 
         Every agent routed to a topic gets every batch of it; the topic is decoded once,

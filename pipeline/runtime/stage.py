@@ -56,4 +56,5 @@ class Stage:
         """The offset the stage's consumer group has committed for ``tp`` (None if none)."""
         if self.source.consumer is None:
             return None
-        return await self.source.consumer.committed(tp)
+        committed: int | None = await self.source.consumer.committed(tp)
+        return committed

@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 
 from aiokafka import TopicPartition
 
+from pipeline.core.circuit import CircuitSnapshot
 from pipeline.core.metrics import CONSUMER_LAG, CONSUMER_LAG_SECONDS
 from pipeline.runtime.checkpoint import Checkpoint, Committed
 from pipeline.runtime.log_ends import LogEnds
@@ -38,8 +39,10 @@ class StageHandle(Protocol):
     """What the view needs of a running stage."""
 
     name: str
-    checkpoint: Checkpoint
     writes_analytics: bool
+
+    @property
+    def checkpoint(self) -> Checkpoint: ...
 
     @property
     def consuming(self) -> bool: ...
@@ -80,7 +83,7 @@ class PipelineStatus:
             return None
         return sum(stage.checkpoint.commits for stage in writers)
 
-    def circuits(self) -> dict[str, dict[str, dict[str, object]]]:
+    def circuits(self) -> dict[str, dict[str, CircuitSnapshot]]:
         """Per stage, each sink's circuit breaker."""
         return {stage.name: {name: c.snapshot() for name, c in stage.checkpoint.circuits.items()} for stage in self._stages}
 
@@ -122,6 +125,7 @@ class PipelineStatus:
         open_circuits = {name: c for name, c in circuits.items() if c["state"] == "open"}
         records = sum(lag.records for lag in lags.values())
         seconds = [lag.seconds for lag in lags.values()]
+        known_seconds = [s for s in seconds if s is not None]
         last_commit = stage.checkpoint.last_commit_at
         state: StageState
         if not stage.consuming:
@@ -142,7 +146,7 @@ class PipelineStatus:
             "last_commit_at": last_commit,
             "lag": {
                 "records": records,
-                "seconds": None if any(s is None for s in seconds) else max(seconds, default=0.0),
+                "seconds": None if len(known_seconds) < len(seconds) else max(known_seconds, default=0.0),
                 "partitions": {f"{tp.topic}/{tp.partition}": {"records": lag.records, "seconds": lag.seconds}
                                for tp, lag in sorted(lags.items())},
             },

@@ -39,7 +39,12 @@ class _Outgoing:
     key: bytes | None
     value: bytes
     origin: RawRecord | None
-    future: asyncio.Future | None = None
+    future: asyncio.Future[object] | None = None
+
+    def sent(self) -> asyncio.Future[object]:
+        """The acknowledgement of the last send (set before :meth:`TopicPublisher.add` returns)."""
+        assert self.future is not None
+        return self.future
 
 
 class TopicPublisher(Sink):
@@ -66,13 +71,13 @@ class TopicPublisher(Sink):
         try:
             item.future = await self._producer().send(item.topic, item.value, key=item.key)
         except Exception as exc:  # noqa: BLE001 - kept, re-sent (or refused) at flush
-            failed: asyncio.Future = asyncio.get_running_loop().create_future()
+            failed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
             failed.set_exception(exc)
             item.future = failed
 
     async def _settle(self) -> list[tuple[_Outgoing, BaseException]]:
         """Wait for every acknowledgement; keep and return the failed records."""
-        results = await asyncio.gather(*(item.future for item in self._outgoing), return_exceptions=True)
+        results = await asyncio.gather(*(item.sent() for item in self._outgoing), return_exceptions=True)
         failed = [(item, result) for item, result in zip(self._outgoing, results) if isinstance(result, BaseException)]
         self._outgoing = [item for item, _ in failed]
         return failed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from mode import Service
@@ -30,7 +31,7 @@ STORE_START_TIMEOUT_S = 5.0
 class Connections(Service):
     """Analytics, cache, vector and graph stores, and the producer. Started before the source, stopped after it."""
 
-    def __init__(self, settings: Settings, **kwargs: object) -> None:
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:  # kwargs: mode's Service options
         self.settings = settings
         self.analytics = AnalyticsStore(settings)
         self.vectors = on_demand(make_vector_store(settings))

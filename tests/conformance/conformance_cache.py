@@ -18,8 +18,8 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as redis
 
-from pipeline.derive.enrichment import PublishedMarkers
 from pipeline.contracts.cache_keys import hot_key
+from pipeline.derive.enrichment import PublishedMarkers
 from pipeline.sinks.hotcache import KEYS_PER_CALL, HotTickCache
 
 DRAGONFLY_URL = os.environ.get("TICKWIRE_TEST_DRAGONFLY_URL")
@@ -29,7 +29,7 @@ TTL_S = 3_600
 @pytest.fixture(params=["valkey", "dragonfly"])
 def cache_url(request: pytest.FixtureRequest) -> str:
     if request.param == "valkey":
-        return request.getfixturevalue("stack_settings").cache_url
+        return request.getfixturevalue("stack_settings").cache_connection_url
     if DRAGONFLY_URL is None:
         pytest.skip("TICKWIRE_TEST_DRAGONFLY_URL is not set: the DragonflyDB run needs a live server")
     return DRAGONFLY_URL

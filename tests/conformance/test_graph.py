@@ -40,7 +40,7 @@ class TestFalkorDBConformance(GraphStoreConformance):
 
     @pytest.fixture
     def make_store(self, stack_settings: Settings) -> Callable[[], GraphStore]:
-        return lambda: FalkorGraphStore(stack_settings.graph_url)
+        return lambda: FalkorGraphStore(stack_settings.graph_connection_url)
 
 
 # ArangoDB ---------------------------------------------------------------------
@@ -100,7 +100,7 @@ async def falkor(stack_settings: Settings) -> AsyncIterator[FalkorGraphStore]:
 
 @pytest.fixture(scope="module")
 def raw(stack_settings: Settings) -> Iterator[FalkorDB]:
-    client = FalkorDB.from_url(stack_settings.graph_url)
+    client = FalkorDB.from_url(stack_settings.graph_connection_url)
     yield client
     client.connection.close()
 

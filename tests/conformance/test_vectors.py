@@ -38,11 +38,11 @@ TABLE = "test_patterns_" + uuid.uuid4().hex[:8]
 
 @pytest_asyncio.fixture(scope="module")
 async def pg_store(stack_settings: Settings) -> AsyncIterator[PgVectorStore]:
-    vectors = PgVectorStore(stack_settings.postgres_dsn, DIM, table=TABLE)
+    vectors = PgVectorStore(stack_settings.postgres_connection_dsn, DIM, table=TABLE)
     await vectors.start()
     yield vectors
     await vectors.close()
-    conn = await asyncpg.connect(stack_settings.postgres_dsn)
+    conn = await asyncpg.connect(stack_settings.postgres_connection_dsn)
     try:
         await conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
     finally:
@@ -52,7 +52,7 @@ async def pg_store(stack_settings: Settings) -> AsyncIterator[PgVectorStore]:
 @pytest_asyncio.fixture
 async def db(stack_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A plain connection, to look at the table behind the store."""
-    conn = await asyncpg.connect(stack_settings.postgres_dsn)
+    conn = await asyncpg.connect(stack_settings.postgres_connection_dsn)
     yield conn
     await conn.close()
 
@@ -65,7 +65,7 @@ class TestPgVectorConformance(VectorStoreConformance):
 
     @pytest.fixture
     def make_store(self, stack_settings: Settings) -> Callable[[int], VectorStore]:
-        return lambda dimension: PgVectorStore(stack_settings.postgres_dsn, dimension, table=TABLE)
+        return lambda dimension: PgVectorStore(stack_settings.postgres_connection_dsn, dimension, table=TABLE)
 
 
 # Weaviate ---------------------------------------------------------------------

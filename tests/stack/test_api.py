@@ -33,7 +33,7 @@ LAST_END = T0 + BARS * MINUTE
 
 
 async def stored_embedding(world: World, tenant: str, symbol: str, broker: str, window_end_ms: int) -> list[float]:
-    connection = await asyncpg.connect(world.settings.postgres_dsn)
+    connection = await asyncpg.connect(world.settings.postgres_connection_dsn)
     try:
         await register_vector(connection)
         row = await connection.fetchrow(
@@ -46,7 +46,7 @@ async def stored_embedding(world: World, tenant: str, symbol: str, broker: str, 
 
 
 async def direct_search(world: World, tenant: str, vector: list[float], k: int, **filters: Any):
-    store = PgVectorStore(world.settings.postgres_dsn, DIMENSION)
+    store = PgVectorStore(world.settings.postgres_connection_dsn, DIMENSION)
     await store.start()
     try:
         return await store.search(tenant, vector, k, **filters)
@@ -55,7 +55,7 @@ async def direct_search(world: World, tenant: str, vector: list[float], k: int, 
 
 
 async def direct_graph(world: World, method: str, *args: Any, **kwargs: Any):
-    graph = FalkorGraphStore(world.settings.graph_url)
+    graph = FalkorGraphStore(world.settings.graph_connection_url)
     await graph.start()
     try:
         return await getattr(graph, method)(*args, **kwargs)

@@ -159,7 +159,7 @@ def test_hot_key_reads_see_what_was_written_before_they_began(stack_settings: Se
     fields = ("bid", "time_msc")
 
     async def scenario() -> None:
-        cache = redis.Redis.from_url(stack_settings.cache_url)
+        cache = redis.Redis.from_url(stack_settings.cache_connection_url)
         reader = HotKeyReader(cache, timeout_s=5.0)
         try:
             for n in range(40):

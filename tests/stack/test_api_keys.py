@@ -30,7 +30,7 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess:
 
 
 async def fetch(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(settings.postgres_dsn)
+    connection = await asyncpg.connect(settings.postgres_connection_dsn)
     try:
         return await connection.fetch(sql, *args)
     finally:
@@ -152,7 +152,7 @@ def test_migrations_are_versioned_and_applied_once(stack_settings: Settings, wor
     assert [(r["version"], r["name"]) for r in rows] == [(m.version, m.name) for m in MIGRATIONS]
 
     async def again() -> list[int]:
-        connection = await asyncpg.connect(stack_settings.postgres_dsn)
+        connection = await asyncpg.connect(stack_settings.postgres_connection_dsn)
         try:
             return await migrate(connection)
         finally:

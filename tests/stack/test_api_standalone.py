@@ -1,5 +1,6 @@
-"""``tickwire api``: the API as its own process. With chDB it refuses (the worker serves the API); the
-standalone server itself (its own connections, no consumer) serves what a worker stored."""
+"""``tickwire api``: the API as its own process (its own connections, no consumer). With chDB it serves what a
+worker stored once that worker stopped, and refuses in one line a directory a worker holds (the worker serves the
+API then)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,20 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.stack
 
 
-def test_tickwire_api_refuses_chdb(stack_settings: Settings) -> None:
-    result = subprocess.run([sys.executable, "-m", "pipeline", "api"], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, **settings_env(stack_settings), "COLUMNS": "200"})
-    assert result.returncode == 2
-    assert "chdb" in result.stderr and "worker" in result.stderr
+def test_tickwire_api_refuses_in_one_line_a_chdb_directory_a_worker_holds(stack_settings: Settings, tmp_path) -> None:
+    worker = start_api_worker(stack_settings, tmp_path / "worker")
+    try:
+        settings = worker.settings.model_copy(update={"api_port": free_port()})
+        result = subprocess.run([sys.executable, "-m", "pipeline", "api"], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, **settings_env(settings), "COLUMNS": "80"})
+        assert worker.running() and ApiClient(worker.settings.api_url).get("/health").status == 200
+    finally:
+        worker.stop()
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    (line,) = lines
+    assert line.startswith("tickwire api: ") and "chDB" in line and str(settings.chdb_path) in line and "worker" in line
 
 
 def test_standalone_server_serves_what_a_worker_stored(stack_settings: Settings, tmp_path, tenant: str) -> None:
@@ -37,10 +47,8 @@ def test_standalone_server_serves_what_a_worker_stored(stack_settings: Settings,
 
     settings = worker.settings.model_copy(update={"api_port": free_port()})
     log = open(tmp_path / "api.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-c", "from pipeline.api.server import serve; from pipeline.config import get_settings; "
-                               "serve(get_settings())"],
-        env={**os.environ, **settings_env(settings)}, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([sys.executable, "-m", "pipeline", "api"], env={**os.environ, **settings_env(settings)},
+                              stdout=log, stderr=subprocess.STDOUT)  # on the chDB directory the worker left
     try:
         client = ApiClient(settings.api_url, key)
 

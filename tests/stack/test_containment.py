@@ -75,7 +75,7 @@ def letters_of(settings, key_prefix: bytes, expected: int) -> list[dict]:
 
 
 def assert_hot_keys_newest(settings, ticks: list[dict]) -> None:
-    cache = redis.Redis.from_url(settings.cache_url, decode_responses=True)
+    cache = redis.Redis.from_url(settings.cache_connection_url, decode_responses=True)
     for key, tick in newest_per_key(ticks).items():
         assert int(cache.hget(key, "time_msc")) == tick["time_msc"], key
 
@@ -269,7 +269,7 @@ def minutes(tenant: str, first: int, last: int) -> list[dict]:
 
 
 async def pattern_count(settings, tenant: str) -> int:
-    connection = await asyncpg.connect(settings.postgres_dsn)
+    connection = await asyncpg.connect(settings.postgres_connection_dsn)
     try:
         return await connection.fetchval("SELECT count(*) FROM patterns WHERE tenant = $1", tenant)
     finally:
@@ -317,7 +317,7 @@ def test_a_vector_store_outage_pauses_only_the_patterns_stage(stack_settings, wo
 async def correlation_end(settings, tenant: str) -> int | None:
     from pipeline.stores.graph.falkordb import FalkorGraphStore
 
-    graph = FalkorGraphStore(settings.graph_url)
+    graph = FalkorGraphStore(settings.graph_connection_url)
     await graph.start()
     try:
         edges = await graph.correlations(tenant, "EURUSD")
@@ -348,7 +348,7 @@ def test_a_graph_store_outage_pauses_only_the_graph_stage(stack_settings, worker
 
 
 async def _patterns_constraint(settings, sql: str) -> None:
-    connection = await asyncpg.connect(settings.postgres_dsn)
+    connection = await asyncpg.connect(settings.postgres_connection_dsn)
     try:
         await connection.execute(sql)
     finally:

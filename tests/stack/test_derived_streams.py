@@ -71,7 +71,7 @@ def count(worker, sql: str) -> int:
 
 
 async def vector_search(settings, tenant: str, vector, k: int):
-    store = PgVectorStore(settings.postgres_dsn, DIMENSION)
+    store = PgVectorStore(settings.postgres_connection_dsn, DIMENSION)
     await store.start()
     try:
         return await store.search(tenant, vector, k)
@@ -80,7 +80,7 @@ async def vector_search(settings, tenant: str, vector, k: int):
 
 
 async def stored_embedding(settings, tenant: str, symbol: str, window_end_ms: int) -> list[float] | None:
-    connection = await asyncpg.connect(settings.postgres_dsn)
+    connection = await asyncpg.connect(settings.postgres_connection_dsn)
     try:
         await register_vector(connection)
         row = await connection.fetchrow(
@@ -92,7 +92,7 @@ async def stored_embedding(settings, tenant: str, symbol: str, window_end_ms: in
 
 
 async def graph_call(settings, method: str, *args, **kwargs):
-    graph = FalkorGraphStore(settings.graph_url)
+    graph = FalkorGraphStore(settings.graph_connection_url)
     await graph.start()
     try:
         return await getattr(graph, method)(*args, **kwargs)
@@ -136,7 +136,7 @@ def test_patterns_and_correlations_from_closed_bars(stack_settings, derived_work
 def test_signal_stored_once_enriched_once_with_cached_price(stack_settings, derived_worker, tenant):
     tick = dict(tenant=tenant, broker="demo", symbol="EURUSD", time_msc=T0, bid=1.0812, ask=1.0814, flags=6)
     asyncio.run(produce(stack_settings, [tick]))
-    cache = redis.Redis.from_url(stack_settings.cache_url, decode_responses=True)
+    cache = redis.Redis.from_url(stack_settings.cache_connection_url, decode_responses=True)
     wait_until(lambda: cache.hget(f"tw:{tenant}:tick:demo:EURUSD", "bid"), timeout_s=30, what="the hot key")
     signal = dict(id="sig-1", tenant=tenant, broker="demo", strategy="meanrev", symbol="EURUSD", time_msc=T0 + 5,
                   action="buy", confidence=0.8, price=1.0810, sl=1.07, tp=1.09, reason="test")
@@ -193,7 +193,7 @@ def test_every_window_gets_its_pattern_when_many_bars_close_at_once(stack_settin
 
 
 async def pattern_counts(settings, tenant: str) -> tuple[int, int]:
-    connection = await asyncpg.connect(settings.postgres_dsn)
+    connection = await asyncpg.connect(settings.postgres_connection_dsn)
     try:
         row = await connection.fetchrow(
             "SELECT count(*) AS n, count(forward_return) AS f FROM patterns WHERE tenant = $1", tenant)

@@ -84,7 +84,7 @@ def candles_of(worker, tenant: str) -> list[dict]:
 
 
 def assert_hot_keys_newest(settings, ticks: list[dict]) -> None:
-    cache = redis.Redis.from_url(settings.cache_url, decode_responses=True)
+    cache = redis.Redis.from_url(settings.cache_connection_url, decode_responses=True)
     for key, tick in newest_per_key(ticks).items():
         assert int(cache.hget(key, "time_msc")) == tick["time_msc"], key
 

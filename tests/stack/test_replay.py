@@ -39,7 +39,7 @@ def rows(settings: Settings, sql: str) -> list[dict]:
 
 
 def snapshot(settings: Settings, tenant: str, cache_db: int) -> dict:
-    cache = redis.Redis.from_url(settings.cache_url.rsplit("/", 1)[0] + f"/{cache_db}", decode_responses=True)
+    cache = redis.Redis.from_url(settings.cache_connection_url.rsplit("/", 1)[0] + f"/{cache_db}", decode_responses=True)
     return {
         "ticks": rows(settings, f"SELECT count() AS n, uniqExact(symbol, time) AS u FROM tickwire.ticks FINAL WHERE tenant = '{tenant}'"),
         "candles": rows(settings, "SELECT symbol, timeframe, toUnixTimestamp64Milli(start) AS s, open, high, low, close, ticks, "
@@ -75,7 +75,7 @@ def test_replay_into_empty_stores_equals_live_and_twice_equals_once(stack_settin
     replay_settings = load_settings(**{**worker.settings.model_dump(), "clickhouse_dsn": f"chdb://{tmp_path / 'replayed'}",
                                        "cache_url": stack_settings.cache_url.rsplit("/", 1)[0] + "/1",
                                        "candle_timeframes": "1m,5m"})
-    redis.Redis.from_url(replay_settings.cache_url).flushdb()
+    redis.Redis.from_url(replay_settings.cache_connection_url).flushdb()
     result = run(replay_settings, "replay", "--stages", "ingest", "--tenant", tenant, "--sinks", "analytics,cache")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "finished" in result.stdout

@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -135,13 +136,13 @@ async def _kafka_roundtrip(settings: Settings) -> None:
 
 
 def _cache_roundtrip(settings: Settings) -> None:
-    with redis.Redis.from_url(settings.cache_url) as client:
+    with redis.Redis.from_url(settings.cache_connection_url) as client:
         client.set("tw:stack:check", "42")
         assert client.get("tw:stack:check") == b"42"
 
 
 async def _postgres_vector(settings: Settings) -> None:
-    conn = await asyncpg.connect(settings.postgres_dsn, ssl=False)
+    conn = await asyncpg.connect(settings.postgres_connection_dsn, ssl=False)
     try:
         assert await conn.fetchval("SELECT '[1,2]'::vector::text") == "[1,2]"
         assert await conn.fetchval("SELECT current_database()") == "tickwire"
@@ -150,11 +151,34 @@ async def _postgres_vector(settings: Settings) -> None:
 
 
 def _graph_cypher(settings: Settings) -> None:
-    host, port = settings.graph_url.removeprefix("redis://").split(":")
-    graph = FalkorDB(host=host, port=int(port)).select_graph("stack_check")
+    graph = FalkorDB.from_url(settings.graph_connection_url).select_graph("stack_check")
     graph.query("CREATE (:Symbol {name: 'EURUSD'})-[:CORRELATES]->(:Symbol {name: 'GBPUSD'})")
     result = graph.query("MATCH (a:Symbol)-[:CORRELATES]->(b:Symbol) RETURN a.name, b.name")
     assert result.result_set == [["EURUSD", "GBPUSD"]]
+
+
+def _assert_private(root: Path) -> None:
+    mode = stat.S_IMODE(root.stat().st_mode)
+    assert mode in (0o700, 0o710), oct(mode)  # 0710: shared with PostgreSQL's own user's group (started by root)
+    assert not mode & 0o007, "nothing for other users"
+    secrets_dir = root / "secrets"
+    assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
+    files = sorted(secrets_dir.iterdir())
+    assert [f.name for f in files] == ["tickwire_cache_password", "tickwire_graph_password", "tickwire_postgres_password"]
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 and len(f.read_text()) >= 24 for f in files)
+    commands = " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                        for pid in os.listdir("/proc") if pid.isdigit() and Path(f"/proc/{pid}/cmdline").exists())
+    assert not any(f.read_text() in commands for f in files), "a password on a command line"
+
+
+async def _refused_without_password(settings: Settings) -> None:
+    for url in (settings.cache_url, settings.graph_url):
+        with redis.Redis.from_url(url) as client, pytest.raises(redis.exceptions.AuthenticationError):
+            client.ping()
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(settings.postgres_dsn, ssl=False)
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(settings.postgres_dsn, password="not-it", ssl=False)
 
 
 # -- tests ---------------------------------------------------------------------------------
@@ -169,6 +193,7 @@ async def test_up_status_clients_stop_down(stack_env: tuple[Settings, dict[str, 
         subprocess.run, [*CLI, "up"], env={**os.environ, **env}, cwd=tmp_path, capture_output=True, text=True, timeout=150
     )
     assert cli.returncode == 0, cli.stdout + cli.stderr
+    settings = _settings(env)  # read again: now with the passwords `up` generated into the state directory
 
     rows = await asyncio.to_thread(status, settings)
     assert [r.name for r in rows] == list(SERVER_NAMES)
@@ -182,6 +207,10 @@ async def test_up_status_clients_stop_down(stack_env: tuple[Settings, dict[str, 
     # up again changes nothing
     again = await asyncio.to_thread(up, settings)
     assert {r.name: (r.outcome, r.pid) for r in again} == {n: ("already running", pids[n]) for n in SERVER_NAMES}
+
+    # the state is private and the servers want their passwords (which are nowhere on a command line)
+    _assert_private(layout.root)
+    await _refused_without_password(settings)
 
     # a real client talks to each server
     await _kafka_roundtrip(settings)

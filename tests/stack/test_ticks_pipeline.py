@@ -86,7 +86,7 @@ def test_valid_ticks_stored_once_hot_keys_newest_and_malformed_to_dlq(stack_sett
     asyncio.run(produce(stack_settings, ticks, malformed))
 
     wait_until(lambda: visible_rows(worker, tenants) == len(ticks), timeout_s=60, what=f"{len(ticks)} rows")
-    cache = redis.Redis.from_url(stack_settings.cache_url, decode_responses=True)
+    cache = redis.Redis.from_url(stack_settings.cache_connection_url, decode_responses=True)
     for hot_key, tick in newest_per_key(ticks).items():
         cached = cache.hgetall(hot_key)
         assert int(cached["time_msc"]) == tick["time_msc"] and float(cached["bid"]) == tick["bid"], hot_key
@@ -117,7 +117,7 @@ def test_restart_mid_stream_keeps_exactly_one_row_per_tick(stack_settings, worke
     wait_until(lambda: visible_rows(restarted, tenants) == len(ticks), timeout_s=90, what=f"{len(ticks)} rows")
     identities = scalar(restarted, f"SELECT uniqExact(symbol, time) FROM tickwire.ticks FINAL WHERE tenant = '{tenant}'")
     assert identities == len(ticks)
-    cache = redis.Redis.from_url(stack_settings.cache_url, decode_responses=True)
+    cache = redis.Redis.from_url(stack_settings.cache_connection_url, decode_responses=True)
     for hot_key, tick in newest_per_key(ticks).items():
         assert int(cache.hget(hot_key, "time_msc")) == tick["time_msc"]
 
@@ -130,6 +130,6 @@ def test_older_tick_never_overwrites_newer_hot_key(stack_settings, worker_factor
     wait_until(lambda: visible_rows(worker, [tenant]) == 1, timeout_s=30, what="the newer tick")
     asyncio.run(produce(stack_settings, [older]))
     wait_until(lambda: visible_rows(worker, [tenant]) == 2, timeout_s=30, what="the older tick stored")
-    cache = redis.Redis.from_url(stack_settings.cache_url, decode_responses=True)
+    cache = redis.Redis.from_url(stack_settings.cache_connection_url, decode_responses=True)
     cached = cache.hgetall(f"tw:{tenant}:tick:demo:EURUSD")
     assert int(cached["time_msc"]) == newer["time_msc"] and float(cached["bid"]) == 1.2

@@ -62,11 +62,12 @@ import json
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
-from arango import ArangoClient
+from arango.client import ArangoClient
 from arango.database import StandardDatabase
 from arango.exceptions import ArangoServerError
+from arango.result import Result
 
 from pipeline.config import Settings
 from pipeline.stores.graph.base import CorrelationEdge, GraphStore, StrategyEdge
@@ -153,6 +154,12 @@ def strategy_id(tenant: str, name: str) -> str:
     return f"{STRATEGIES}/{document_key(tenant, name)}"
 
 
+def _at_once(result: Result[T]) -> T:
+    """The value of a call on a :class:`StandardDatabase`, which runs it at once: python-arango's ``Result``
+    also covers the jobs (and the None) of async and batch databases, which tickwire never uses."""
+    return cast(T, result)
+
+
 class ArangoGraphStore(GraphStore):
     """:class:`GraphStore` on an ArangoDB server (or cluster coordinator) at ``url`` (``http(s)://host:port``)."""
 
@@ -210,7 +217,7 @@ class ArangoGraphStore(GraphStore):
                         f"ArangoDB database {self._database!r} (TICKWIRE_ARANGO_DATABASE) does not exist and "
                         f"user {self._username!r} cannot create it: {create_exc.error_message}"
                     ) from None
-        existing = {c["name"]: c["type"] for c in db.collections()}
+        existing = {c["name"]: c["type"] for c in _at_once(db.collections())}
         for name, edge in COLLECTIONS.items():
             wanted = "edge" if edge else "document"
             if name in existing:
@@ -255,7 +262,7 @@ class ArangoGraphStore(GraphStore):
 
     def _query(self, query: str, bind_vars: dict[str, Any]) -> list[Any]:
         """All rows of an AQL query (runs on the pool)."""
-        cursor = self._started().aql.execute(query, bind_vars=bind_vars, batch_size=1000)
+        cursor = _at_once(self._started().aql.execute(query, bind_vars=bind_vars, batch_size=1000))
         rows = list(cursor)
         cursor.close(ignore_missing=True)
         return rows

@@ -69,7 +69,8 @@ def _check_real(parameter: str, value: object, low: float, high: float) -> None:
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
         or not math.isfinite(value)
-        or not low <= value <= high
+        or value < low
+        or not value <= high
     ):
         raise ValueError(f"{parameter} must be a finite number in [{low:g}, {high:g}], got {value!r}")
 
@@ -169,7 +170,7 @@ class Neighbor:
     via: str
 
 
-def _newest(edges: Sequence[E], identity: Callable[[E], Hashable], rank: Callable[[E], tuple]) -> list[E]:
+def _newest(edges: Sequence[E], identity: Callable[[E], Hashable], rank: Callable[[E], tuple[int, ...]]) -> list[E]:
     """One edge per identity: the greatest ``rank``, the later one in ``edges`` on a tie (first-seen order)."""
     best: dict[Hashable, E] = {}
     for edge in edges:

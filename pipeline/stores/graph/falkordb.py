@@ -200,7 +200,8 @@ class FalkorGraphStore(GraphStore):
             if _is_missing_graph(exc):
                 return []
             raise
-        return result.result_set
+        rows: list[list[Any]] = result.result_set
+        return rows
 
     async def _write(self, query: str, rows_by_tenant: dict[str, list[dict[str, Any]]]) -> None:
         for tenant, rows in rows_by_tenant.items():
@@ -243,8 +244,9 @@ class FalkorGraphStore(GraphStore):
     async def _next_level(
         self, tenant: str, frontier: list[str], seen: list[str], min_weight: float, timeframe: str | None
     ) -> list[tuple[str, str, float, str]]:
-        return await self._read(tenant, NEXT_LEVEL,
+        rows = await self._read(tenant, NEXT_LEVEL,
                                 {"frontier": frontier, "seen": seen, "min_weight": min_weight, "timeframe": timeframe})
+        return [(name, via, weight, edge_timeframe) for name, via, weight, edge_timeframe in rows]
 
     async def _strategies(self, tenant: str, symbol: str) -> list[StrategyEdge]:
         rows = await self._read(tenant, STRATEGIES, {"symbol": symbol})

@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from collections import defaultdict
 from typing import Any
 from urllib.parse import urlsplit
@@ -110,6 +111,20 @@ def _weaviate_tenant(tenant: object) -> str:
     except ValueError:
         raise ValueError(f"tenant must match {TENANT.regex!r} (it names a Weaviate tenant), got {tenant!r}") from None
     return tenant
+
+
+def _number(value: object) -> float:
+    """A number Weaviate returned (an ``int`` or a ``float``: the client's property values are typed as any field)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    raise TypeError(f"Weaviate returned {value!r} where a number was expected")
+
+
+def _integer(value: object) -> int:
+    """An INT property Weaviate returned, as an ``int``."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    raise TypeError(f"Weaviate returned {value!r} where an integer was expected")
 
 
 class WeaviateVectorStore(VectorStore):
@@ -326,9 +341,9 @@ class WeaviateVectorStore(VectorStore):
                         f"Weaviate refused {len(failures)} of {len(chunk)} objects of tenant {tenant!r}: {shown}"
                     )
 
-    async def _stored_forward_returns(self, collection: CollectionAsync, keys: list[PatternKey]) -> dict[Any, float]:
+    async def _stored_forward_returns(self, collection: CollectionAsync, keys: list[PatternKey]) -> dict[uuid.UUID, float]:
         """The recorded forward returns of those of ``keys`` that are stored (by object UUID)."""
-        found: dict[Any, float] = {}
+        found: dict[uuid.UUID, float] = {}
         for start in range(0, len(keys), OBJECTS_PER_BATCH):
             chunk = keys[start : start + OBJECTS_PER_BATCH]
             response = await collection.query.fetch_objects(
@@ -339,7 +354,7 @@ class WeaviateVectorStore(VectorStore):
             for obj in response.objects:
                 value = obj.properties.get("forward_return")
                 if value is not None:
-                    found[obj.uuid] = float(value)
+                    found[obj.uuid] = _number(value)
         return found
 
     async def _set_forward_returns(self, latest: dict[PatternKey, float]) -> None:
@@ -403,11 +418,11 @@ class WeaviateVectorStore(VectorStore):
             forward_return = p.get("forward_return")
             matches.append(
                 PatternMatch(
-                    key=PatternKey(tenant, str(p["broker"]), str(p["symbol"]), str(p["timeframe"]), int(p["window_end"])),
-                    distance=float(obj.metadata.distance),
-                    forward_return=None if forward_return is None else float(forward_return),
-                    close=float(p["close"]),
-                    volatility=float(p["volatility"]),
+                    key=PatternKey(tenant, str(p["broker"]), str(p["symbol"]), str(p["timeframe"]), _integer(p["window_end"])),
+                    distance=_number(obj.metadata.distance),
+                    forward_return=None if forward_return is None else _number(forward_return),
+                    close=_number(p["close"]),
+                    volatility=_number(p["volatility"]),
                 )
             )
         # the same order as pgvector's: by distance, then the newest window first
