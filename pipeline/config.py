@@ -14,6 +14,7 @@ from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.contracts.timeframes import Timeframe
@@ -115,6 +116,13 @@ class Settings(BaseSettings):
     clickhouse_username: str | None = Field(None, description="ClickHouse server user (default: the DSN's, else default).")
     clickhouse_password: SecretStr | None = Field(None, description="ClickHouse server password.")
     clickhouse_ca_file: Path | None = Field(None, description="CA bundle for an https:// ClickHouse server.")
+    clickhouse_cluster: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$",
+        description="A ClickHouse cluster: DDL runs ON CLUSTER with ReplicatedReplacingMergeTree tables "
+                    "(the servers' {shard} and {replica} macros). Unset: one server, or chDB.")
+    ticks_retention_days: int | None = Field(None, ge=1, description="Ticks older than this are dropped (a TTL).")
+    candles_retention_days: int | None = Field(None, ge=1, description="Bars older than this are dropped (a TTL).")
+    signals_retention_days: int | None = Field(None, ge=1, description="Signals older than this are dropped (a TTL).")
     clickhouse_async_insert: bool = Field(
         True, description="ClickHouse server only: async_insert=1 with wait_for_async_insert=1 on every insert.")
 
@@ -325,7 +333,7 @@ class Settings(BaseSettings):
         return f"http://{self.api_host}:{self.api_port}"
 
 
-def _problem(err: dict) -> str:
+def _problem(err: ErrorDetails) -> str:
     if not err["loc"]:  # a check across settings names them in its message
         return str(err["msg"]).removeprefix("Value error, ")
     return f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}"
@@ -349,7 +357,7 @@ def load_settings(**overrides: object) -> Settings:
         settings = Settings(**overrides)  # type: ignore[arg-type]  # pydantic-settings takes field values as keywords
         found = secrets_dirs(settings.state_dir)
         if found:
-            settings = Settings(_secrets_dir=found, **overrides)  # type: ignore[arg-type]  # as above
+            settings = Settings(_secrets_dir=found, **overrides)  # type: ignore[arg-type, call-arg]  # as above; _secrets_dir is BaseSettings' own
         return settings
     except ValidationError as exc:
         problems = "; ".join(_problem(err) for err in exc.errors())

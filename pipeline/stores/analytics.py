@@ -29,13 +29,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Protocol, Sequence, TypeVar, cast
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from pipeline.config import Settings
-from pipeline.stores.analytics_tables import migrations
+from pipeline.stores.analytics_tables import TableOptions, migrations
 
 T = TypeVar("T")
 Rows = tuple[list[str], list[tuple[Any, ...]]]
@@ -118,7 +118,8 @@ class AnalyticsSession:
 
         def run(client: Client) -> Rows:
             result = client.query(sql, parameters=parameters, settings=settings or None)
-            return list(result.column_names), list(result.result_rows)
+            # clickhouse-connect types rows as sequences; it builds them as tuples (zip)
+            return list(result.column_names), cast("list[tuple[Any, ...]]", list(result.result_rows))
 
         if timeout_s is None:
             return await self.run(run)
@@ -199,11 +200,12 @@ class AnalyticsStore:
             await session.close()
 
     async def migrate(self) -> None:
-        """Create the database and tables if missing (idempotent)."""
+        """Create the database and tables if missing, and apply the retention settings (idempotent)."""
+        options = TableOptions(self._settings.clickhouse_cluster, self._settings.ticks_retention_days,
+                               self._settings.candles_retention_days, self._settings.signals_retention_days)
 
         def apply(client: Client) -> None:
-            client.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
-            for statement in migrations(self.database):
+            for statement in migrations(self.database, options):
                 client.command(statement)
 
         await self.session("schema").run(apply)

@@ -16,6 +16,8 @@ in the same millisecond are one tick.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 TICKS_COLUMNS = (
     "tenant", "broker", "symbol", "time", "bid", "ask", "last",
     "volume", "volume_real", "flags", "spread", "src_partition", "src_offset",
@@ -34,10 +36,44 @@ SIGNALS_COLUMNS = (
 )
 
 
-def migrations(database: str) -> list[str]:
-    return [
+@dataclass(frozen=True)
+class TableOptions:
+    """How the tables are made: on a cluster (replicated engines, ``ON CLUSTER`` DDL) and how long rows live.
+
+    ``cluster``: ``TICKWIRE_CLICKHOUSE_CLUSTER`` (None: one server, or chDB). Replicated tables use the
+    server's ``{shard}`` and ``{replica}`` macros. ``*_retention_days``: rows older than that are dropped by
+    ClickHouse (a ``TTL`` on the row's time); None keeps them.
+    """
+
+    cluster: str | None = None
+    ticks_retention_days: int | None = None
+    candles_retention_days: int | None = None
+    signals_retention_days: int | None = None
+
+
+def _on_cluster(options: TableOptions) -> str:
+    return f" ON CLUSTER '{options.cluster}'" if options.cluster else ""
+
+
+def _engine(options: TableOptions, table: str, version: str = "") -> str:
+    if not options.cluster:
+        return f"ReplacingMergeTree{f'({version})' if version else ''}"
+    arguments = f"'/clickhouse/tables/{{shard}}/{{database}}/{table}', '{{replica}}'" + (f", {version}" if version else "")
+    return f"ReplicatedReplacingMergeTree({arguments})"
+
+
+def _ttl(column: str, days: int | None) -> str:
+    return f"TTL toDateTime({column}) + INTERVAL {int(days)} DAY" if days else ""
+
+
+def migrations(database: str, options: TableOptions = TableOptions()) -> list[str]:
+    """The DDL, in order: idempotent (``IF NOT EXISTS``), then each retention as a ``MODIFY TTL`` (cheap: existing
+    parts are not rewritten at once) so that a changed setting applies to existing tables too."""
+    on = _on_cluster(options)
+    statements = [
+        f"CREATE DATABASE IF NOT EXISTS {database}{on}",
         f"""
-        CREATE TABLE IF NOT EXISTS {database}.ticks (
+        CREATE TABLE IF NOT EXISTS {database}.ticks{on} (
             tenant LowCardinality(String),
             broker LowCardinality(String),
             symbol LowCardinality(String),
@@ -52,13 +88,14 @@ def migrations(database: str) -> list[str]:
             src_partition UInt32,
             src_offset UInt64
         )
-        ENGINE = ReplacingMergeTree
+        ENGINE = {_engine(options, 'ticks')}
         PARTITION BY toYYYYMM(time)
         PRIMARY KEY (tenant, broker, symbol, time)
         ORDER BY (tenant, broker, symbol, time, bid, ask, last, volume, volume_real, flags)
+        {_ttl('time', options.ticks_retention_days)}
         """,
         f"""
-        CREATE TABLE IF NOT EXISTS {database}.candles (
+        CREATE TABLE IF NOT EXISTS {database}.candles{on} (
             tenant LowCardinality(String),
             broker LowCardinality(String),
             symbol LowCardinality(String),
@@ -78,12 +115,13 @@ def migrations(database: str) -> list[str]:
             volume UInt64,
             volume_real Float64
         )
-        ENGINE = ReplacingMergeTree(ticks)
+        ENGINE = {_engine(options, 'candles', 'ticks')}
         PARTITION BY toYYYYMM(start)
         ORDER BY (tenant, broker, symbol, timeframe, start)
+        {_ttl('start', options.candles_retention_days)}
         """,
         f"""
-        CREATE TABLE IF NOT EXISTS {database}.signals (
+        CREATE TABLE IF NOT EXISTS {database}.signals{on} (
             tenant LowCardinality(String),
             id String,
             broker LowCardinality(String),
@@ -99,7 +137,14 @@ def migrations(database: str) -> list[str]:
             src_partition UInt32,
             src_offset UInt64
         )
-        ENGINE = ReplacingMergeTree
+        ENGINE = {_engine(options, 'signals')}
         ORDER BY (tenant, id)
+        {_ttl('time', options.signals_retention_days)}
         """,
     ]
+    for table, column in (("ticks", "time"), ("candles", "start"), ("signals", "time")):
+        days = getattr(options, f"{table}_retention_days")
+        if days:
+            statements.append(f"ALTER TABLE {database}.{table}{on} MODIFY {_ttl(column, days)} "
+                              "SETTINGS materialize_ttl_after_modify = 0")
+    return statements

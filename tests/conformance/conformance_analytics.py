@@ -122,3 +122,25 @@ async def test_inserts_on_a_server_wait_for_async_inserts(analytics: AnalyticsSt
         assert analytics.session("conformance").insert_settings == {}
     else:
         assert analytics.session("conformance").insert_settings == {"async_insert": 1, "wait_for_async_insert": 1}
+
+
+async def test_retention_drops_rows_older_than_it(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The TTL of TICKWIRE_TICKS_RETENTION_DAYS, live on chDB: a merge drops ticks older than it, keeps newer ones."""
+    dsn = f"chdb://{Path(tmp_path_factory.mktemp('ttl')) / 'clickhouse'}"
+    store = AnalyticsStore(load_settings(clickhouse_dsn=dsn, clickhouse_database="tw_ttl", ticks_retention_days=30))
+    try:
+        await store.migrate()
+        await store.migrate()  # idempotent, MODIFY TTL included
+        now_ms = int(__import__("time").time() * 1000)
+        old, new = tick_columns("ttl", 1), tick_columns("ttl", 1, offset=1)
+        old[3], new[3] = [now_ms - 40 * 86_400_000], [now_ms - 86_400_000]
+        session = store.session("conformance")
+        await session.insert_columns("ticks", TICKS_COLUMNS, old)
+        await session.insert_columns("ticks", TICKS_COLUMNS, new)
+        await session.command("OPTIMIZE TABLE tw_ttl.ticks FINAL")
+        _, rows = await store.read("SELECT toUnixTimestamp64Milli(time) FROM tw_ttl.ticks", timeout_s=30)
+        assert rows == [(new[3][0],)]
+        _, shown = await store.read("SHOW CREATE TABLE tw_ttl.ticks", timeout_s=30)
+        assert "TTL toDateTime(time) + toIntervalDay(30)" in shown[0][0]
+    finally:
+        await store.close()
