@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/tickwire demo
 
 test: $(STAMP)
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
 stop: $(STAMP)

@@ -357,7 +357,8 @@ def load_settings(**overrides: object) -> Settings:
         settings = Settings(**overrides)  # type: ignore[arg-type]  # pydantic-settings takes field values as keywords
         found = secrets_dirs(settings.state_dir)
         if found:
-            settings = Settings(_secrets_dir=found, **overrides)  # type: ignore[arg-type, call-arg]  # as above; _secrets_dir is BaseSettings' own
+            # _secrets_dir is an init keyword of BaseSettings, not a field
+            settings = Settings(_secrets_dir=found, **overrides)  # type: ignore[arg-type, call-arg]  # as above
         return settings
     except ValidationError as exc:
         problems = "; ".join(_problem(err) for err in exc.errors())

@@ -14,12 +14,12 @@ from pipeline.cli.dlq import dlq
 from pipeline.cli.produce import import_mt5, simulate
 from pipeline.cli.replay import replay_command
 from pipeline.cli.stack import stack
-from pipeline.config import SettingsError, get_settings
+from pipeline.config import Settings, SettingsError, get_settings
 
 console = Console()
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     try:
         return get_settings()
     except SettingsError as exc:

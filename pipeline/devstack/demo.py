@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TypedDict
 
 import asyncpg
 import orjson
@@ -38,6 +39,7 @@ from pipeline.ingest.simulator import SimulationConfig, SimulationProgress, gene
 from pipeline.ops.dead_letters import read_dead_letters
 from pipeline.ops.sql_client import worker_query
 from pipeline.ops.topic_scan import scan_topic
+from pipeline.stores.graph.base import Neighbor, StrategyEdge
 from pipeline.stores.graph.falkordb import FalkorGraphStore
 
 MALFORMED = [b"{not json", b'{"v":1,"tenant":"acme","bid":"oops"}', b'{"v":9}']
@@ -116,11 +118,21 @@ async def _simulate(settings: Settings, config: SimulationConfig, console: Conso
     return report.ticks, report.signals, report.seconds
 
 
-async def _derived(settings: Settings) -> dict[str, object]:
+class _Derived(TypedDict):
+    patterns: int
+    with_forward: int
+    neighbors: list[Neighbor]
+    strategies: list[StrategyEdge]
+    enriched: list[bytes]
+
+
+async def _derived(settings: Settings) -> _Derived:
     """What the derived stores hold now (patterns, edges, enriched signals), for the summary."""
     connection = await asyncpg.connect(settings.postgres_connection_dsn)
     try:
-        patterns, with_forward = await connection.fetchrow("SELECT count(*), count(forward_return) FROM patterns")
+        counts = await connection.fetchrow("SELECT count(*), count(forward_return) FROM patterns")
+        assert counts is not None  # an aggregate without GROUP BY returns one row
+        patterns, with_forward = counts
     finally:
         await connection.close()
     graph = FalkorGraphStore(settings.graph_connection_url)
@@ -194,7 +206,7 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, history_minu
     return 0
 
 
-def _show_examples(settings: Settings, cache: redis.Redis, derived: dict[str, object], console: Console) -> None:
+def _show_examples(settings: Settings, cache: redis.Redis, derived: _Derived, console: Console) -> None:
     console.print("[bold]try it yourself[/bold] (the stack and the worker keep running; `make stop` stops them):")
     query = ("SELECT symbol, timeframe, start, open, high, low, close, ticks FROM tickwire.candles FINAL "
              "WHERE tenant = 'acme' AND symbol = 'EURUSD' ORDER BY start DESC LIMIT 3")
@@ -205,11 +217,11 @@ def _show_examples(settings: Settings, cache: redis.Redis, derived: dict[str, ob
     key = "tw:acme:tick:demo:EURUSD"
     console.print(f"  .venv/bin/python -c \"import redis; print(redis.Redis(port={port}).hgetall('{key}'))\"")
     console.print(f"    {cache.hgetall(key)}", highlight=False)
-    neighbors = ", ".join(f"{n.symbol} ({n.weight:+.2f})" for n in derived["neighbors"][:6]) or "none yet"  # type: ignore[index]
+    neighbors = ", ".join(f"{n.symbol} ({n.weight:+.2f})" for n in derived["neighbors"][:6]) or "none yet"
     console.print(f"  correlated with acme EURUSD on 1m: {neighbors}")
-    strategies = ", ".join(f"{s.strategy} ({s.signals} signals, last {s.last_action})" for s in derived["strategies"]) or "none yet"  # type: ignore[union-attr]
+    strategies = ", ".join(f"{s.strategy} ({s.signals} signals, last {s.last_action})" for s in derived["strategies"]) or "none yet"
     console.print(f"  strategies trading acme EURUSD: {strategies}")
     if derived["enriched"]:
         console.print("  an enriched signal (signals.enriched.v1):")
-        console.print("    " + derived["enriched"][-1].decode(), highlight=False)  # type: ignore[index]
+        console.print("    " + derived["enriched"][-1].decode(), highlight=False)
     console.print("  .venv/bin/tickwire stack status")

@@ -91,8 +91,9 @@ class MT5Producer:
         finally:
             await self._producer.stop()
 
-    async def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Queue one record as is (no validation); awaits only buffer space. ``flush`` reports failures."""
+    async def send_raw(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """Queue one record as is (no validation; a None value is a tombstone); awaits only buffer space.
+        ``flush`` reports failures."""
         self._deliveries.append(await self._producer.send(topic, value, key=key))
         self.sent += 1
         if len(self._deliveries) >= 10_000:

@@ -283,7 +283,7 @@ async def retry_dead_letters(settings: Settings, where: LetterFilter) -> RetryRe
                     original = await resolve_original(reader, item)
                     try:
                         if _resubmittable(item, original, report):
-                            await producer.send_raw(item.letter.topic, original.key, original.value)  # type: ignore[arg-type]
+                            await producer.send_raw(item.letter.topic, original.key, original.value)
                             report.resubmitted += 1
                     except (KafkaError, DeliveryError) as exc:
                         report.failed.append(f"{item.position}: {type(exc).__name__}: {exc}")

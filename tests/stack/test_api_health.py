@@ -28,7 +28,8 @@ def cache_answers(settings: Settings) -> bool:
     host_port = settings.cache_url.split("//", 1)[1].split("/", 1)[0]
     host, port = host_port.rsplit(":", 1)
     try:
-        redis_ping(host, int(port), 0, timeout=1.0)
+        password = settings.cache_password.get_secret_value() if settings.cache_password else None
+        redis_ping(host, int(port), 0, timeout=1.0, password=password)
     except Exception:  # noqa: BLE001 - not answering (yet)
         return False
     return True

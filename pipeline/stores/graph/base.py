@@ -69,7 +69,7 @@ def _check_real(parameter: str, value: object, low: float, high: float) -> None:
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
         or not math.isfinite(value)
-        or value < low
+        or value < low  # numbers.Real declares < and <= only
         or not value <= high
     ):
         raise ValueError(f"{parameter} must be a finite number in [{low:g}, {high:g}], got {value!r}")

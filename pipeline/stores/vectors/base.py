@@ -214,10 +214,10 @@ class VectorStore(ABC):
     # backend hooks (arguments already validated) ----------------------------
 
     def _check_tenant(self, tenant: str) -> None:
-        """Raise :class:`ValueError` if the backend cannot hold ``tenant`` (a non-empty str without ``:``).
+        """Raise :class:`ValueError` if the backend cannot hold ``tenant`` (a non-empty str).
 
-        Called by every public method for each tenant it is given, before anything
-        else about that tenant or pattern is checked. By default any such name is accepted.
+        Called by every public method for each tenant it is given, before the rest of
+        that pattern or search is checked. By default every such name is accepted.
         """
 
     @abstractmethod
