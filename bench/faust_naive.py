@@ -92,5 +92,7 @@ async def store(stream: Any) -> None:  # noqa: ANN401 - a Faust stream
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+    # --without-web: Faust's `worker` command turns the web server on by default (whatever web_enabled says), on
+    # port 6066, which a `make demo` worker may hold; this contender serves nothing
+    sys.argv = [sys.argv[0], "worker", "-l", "warn", "--without-web"]
     app.main()

@@ -23,7 +23,7 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -40,7 +40,7 @@ from pipeline.runtime.source import stage_group
 from pipeline.runtime.topology import consumers_of
 
 POLL_S = 0.02
-_ASSIGNED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[INFO\] stage \w+: assigned \d+ partitions", re.M)
+_ASSIGNED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z INFO tickwire\.source: stage ingest: assigned \d+ partitions", re.M)
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def assigned_at(log_text: str) -> float | None:
     found = _ASSIGNED.search(log_text)
     if found is None:
         return None
-    return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc).timestamp()
 
 
 async def time_backlog(worker: WorkerProcess, topics: dict[str, int], records: int, *, timeout_s: float,

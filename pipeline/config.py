@@ -17,11 +17,12 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.contracts.timeframes import Timeframe
+from pipeline.contracts.indicators import IndicatorSpec, parse_periods
+from pipeline.contracts.timeframes import Timeframe, TradingDays, parse_day_offsets
 
 ENV_PREFIX = "TICKWIRE_"
 #: Every stage, in topology order (upstream first); see pipeline.runtime.topology.
-STAGE_NAMES = ("ingest", "signals", "patterns", "graph")
+STAGE_NAMES = ("ingest", "signals", "patterns", "graph", "outcomes")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -131,6 +132,12 @@ class Settings(BaseSettings):
     group_id: str = Field("tickwire-pipeline", pattern=r"^[A-Za-z0-9._-]{1,128}$")
     api_host: str = "127.0.0.1"
     api_port: int = Field(6066, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Least severe log records written (case-insensitive; WARN means WARNING), by the worker, "
+                            "`tickwire api` and the CLI (pipeline/core/logs.py).")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`text`: one line per record for a terminal; `json`: one JSON object per line "
+                            "(timestamp, level, logger, message, context fields) and nothing else on the output.")
 
     # consume path and checkpointing
     fetch_max_records: int = Field(20_000, ge=1, le=1_000_000, description="Records per getmany() call.")
@@ -148,7 +155,7 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(20.0, gt=0)
 
     # stages: each its own consumer group, checkpoint, circuits and lag
-    stages: str = Field("ingest,signals,patterns,graph",
+    stages: str = Field("ingest,signals,patterns,graph,outcomes",
                         description="Stages this worker runs, comma separated (`tickwire worker --stages`).")
     stage_stall_after_s: float = Field(
         60.0, gt=0, description="A stage with lag and no commit for this long (and no open circuit) is `stalled`.")
@@ -190,12 +197,30 @@ class Settings(BaseSettings):
                                         description="A client must send a request's headers within this.")
     api_keepalive_timeout_s: float = Field(15.0, gt=0, le=3600, description="Idle keep-alive connections close after this.")
     api_body_timeout_s: float = Field(10.0, gt=0, le=300, description="A client must send a request's body within this.")
+    # the tick stream (GET /v1/ticks/stream, pipeline/api/streams.py): bounded per key, per tenant and per process
+    api_streams_per_key: int = Field(4, ge=1, le=1000, description="Tick streams one API key may hold open at once.")
+    api_streams_per_tenant: int = Field(
+        32, ge=1, le=10_000, description="Tick streams one tenant's keys may hold open at once (a tenant may have many keys).")
+    api_streams_max: int = Field(512, ge=1, le=100_000, description="Tick streams this process holds open at once.")
+    api_stream_idle_timeout_s: float = Field(
+        60.0, gt=0, le=86_400, description="A tick stream that sent no tick for this long ends (event `end`, reason idle).")
 
     # hot cache
     hot_key_ttl_s: int = Field(86_400, ge=1)
 
     # derived streams
-    candle_timeframes: str = Field("1m,5m,1h", description="Comma-separated bar lengths (s, m, h, d).")
+    candle_timeframes: str = Field(
+        "1m,5m,1h,1d", description="Comma-separated bar lengths (s, m, h, d); from a day on, bars follow each broker's "
+                                   "trading day (TICKWIRE_BROKER_DAY_OFFSETS).")
+    broker_day_offsets: str = Field(
+        "", description="Where each broker's trading day starts, as hours east of UTC of its server's midnight, "
+                        "e.g. demo=+2,icmarkets=+3 (a 1d bar of demo is [22:00, 22:00) UTC). Brokers not named: 0 "
+                        "(UTC midnight). Fixed offsets: daylight saving changes are not followed.")
+    indicator_sma_periods: str = Field("20,50", description="Periods (bars) of the SMA carried by every bar (sma_<n>).")
+    indicator_ema_periods: str = Field("20,50", description="Periods (bars) of the EMA carried by every bar (ema_<n>).")
+    indicator_window_bars: int = Field(
+        200, ge=1, le=5_000, description="A bar's indicators are computed from it and the stored bars before it, at "
+                                         "most this many (VWAP: from the start of its trading day).")
     candle_lateness_ms: int = Field(5_000, ge=0, description="A late tick this close to the watermark amends its bar.")
     pattern_horizon_bars: int = Field(5, ge=1, le=1000, description="Forward return horizon of a pattern, in bars.")
     correlation_window_bars: int = Field(30, ge=3, le=10_000, description="Bars of returns a correlation is computed over.")
@@ -204,6 +229,9 @@ class Settings(BaseSettings):
     similar_patterns_k: int = Field(5, ge=1, le=100, description="Similar past patterns attached to an enriched signal.")
     published_marker_ttl_s: int = Field(
         30 * 86_400, ge=60, description="How long a signal is remembered as published (>= the signals topic retention).")
+    outcome_horizons: str = Field(
+        "5m,1h,1d", description="Horizons at which every signal's outcome is computed (the outcomes stage), comma "
+                                "separated, written like timeframes (s, m, h, d).")
 
     @field_validator("broker_url")
     @classmethod
@@ -245,6 +273,19 @@ class Settings(BaseSettings):
     def _check_weaviate(cls, value: str | None) -> str | None:
         return None if value is None else _require_scheme(value, ("http", "https"))
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _normalise_log_level(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().upper()
+            return "WARNING" if value == "WARN" else value
+        return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _normalise_log_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("stages")
     @classmethod
     def _check_stages(cls, value: str) -> str:
@@ -261,6 +302,33 @@ class Settings(BaseSettings):
         if not names or len(set(names)) != len(names):
             raise ValueError("need one or more distinct timeframes, e.g. 1m,5m,1h")
         return ",".join(names)
+
+    @field_validator("outcome_horizons")
+    @classmethod
+    def _check_horizons(cls, value: str) -> str:
+        horizons = [Timeframe.parse(part) for part in value.split(",") if part.strip()]
+        if not horizons or len({h.ms for h in horizons}) != len(horizons):
+            raise ValueError("need one or more distinct horizons, e.g. 5m,1h,1d")
+        return ",".join(h.name for h in horizons)
+
+    @field_validator("broker_day_offsets")
+    @classmethod
+    def _check_day_offsets(cls, value: str) -> str:
+        parse_day_offsets(value)
+        return value
+
+    @field_validator("indicator_sma_periods", "indicator_ema_periods")
+    @classmethod
+    def _check_periods(cls, value: str) -> str:
+        return ",".join(str(n) for n in parse_periods(value))
+
+    @model_validator(mode="after")
+    def _check_indicator_window(self) -> Settings:
+        name, bars = self.indicators.longest_warm_up
+        if self.indicator_window_bars + 1 < bars:
+            raise ValueError(f"TICKWIRE_INDICATOR_WINDOW_BARS ({self.indicator_window_bars}) must be at least {bars - 1}: "
+                             f"{name} needs {bars} bars (the bar and {bars - 1} before it)")
+        return self
 
     @model_validator(mode="after")
     def _check_groups(self) -> Settings:
@@ -327,6 +395,22 @@ class Settings(BaseSettings):
     def timeframes(self) -> list[Timeframe]:
         """Candle timeframes, shortest first."""
         return sorted(Timeframe.parse(part) for part in self.candle_timeframes.split(","))
+
+    @property
+    def outcome_horizon_list(self) -> list[Timeframe]:
+        """Signal outcome horizons (TICKWIRE_OUTCOME_HORIZONS), shortest first."""
+        return sorted(Timeframe.parse(part) for part in self.outcome_horizons.split(","))
+
+    @property
+    def trading_days(self) -> TradingDays:
+        """Each broker's trading-day offset (TICKWIRE_BROKER_DAY_OFFSETS)."""
+        return TradingDays(parse_day_offsets(self.broker_day_offsets))
+
+    @property
+    def indicators(self) -> IndicatorSpec:
+        """The indicators every bar carries (TICKWIRE_INDICATOR_*)."""
+        return IndicatorSpec(parse_periods(self.indicator_sma_periods), parse_periods(self.indicator_ema_periods),
+                             self.indicator_window_bars)
 
     @property
     def api_url(self) -> str:

@@ -9,9 +9,9 @@ from aiokafka import AIOKafkaConsumer
 from pipeline.config import Settings
 
 
-async def read_topic(settings: Settings, topic: str, key_prefix: bytes, expected: int,
+async def read_topic(settings: Settings, topic: str, key_prefix: bytes | tuple[bytes, ...], expected: int,
                      timeout_s: float = 30) -> list[tuple[bytes, bytes]]:
-    """(key, value) of the records of ``topic`` whose key starts with ``key_prefix``.
+    """(key, value) of the records of ``topic`` whose key starts with ``key_prefix`` (or one of them).
 
     Returns as soon as ``expected`` were read, or with what was found at the deadline
     (a test then asserts on the count, so too few fails and too many is seen too).

@@ -22,6 +22,13 @@ application's (:mod:`pipeline.api.server`). For each request the wrapper:
    anything unexpected into a bare 500 (details in the log, never to the
    client);
 5. observes the latency in ``tickwire_api_request_seconds{route, status}``.
+
+:func:`json_errors` is the middleware both servers install: what aiohttp
+answers itself (an unknown path: 404; a method the path does not take: 405,
+with ``Allow``) is JSON too, as every error of the API. ``/docs`` is the
+interactive page of the document (:mod:`pipeline.api.docs_page`), ``/console`` the web console
+(:mod:`pipeline.api.console_page`). A route answering a tick stream
+(:mod:`pipeline.api.streams`) is counted in the metrics once admitted, then streams.
 """
 
 from __future__ import annotations
@@ -37,17 +44,32 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from pipeline.api import candles, graph, health, key_admin, openapi, patterns, signals, ticks
+from pipeline.api import (
+    candles,
+    console_page,
+    docs_page,
+    graph,
+    health,
+    key_admin,
+    openapi,
+    patterns,
+    performance,
+    signals,
+    streams,
+    symbols,
+    ticks,
+)
 from pipeline.api.context import ApiContext
 from pipeline.api.errors import ApiError, forbidden
 from pipeline.api.params import parse_body, parse_path, parse_query
 from pipeline.api.routes import Call, Route
 from pipeline.config import Settings
+from pipeline.core.logs import log_context
 from pipeline.core.metrics import API_REQUEST_SECONDS
 
 log = logging.getLogger("tickwire.api")
 
-_RESOURCES = (ticks, candles, signals, patterns, graph, key_admin)
+_RESOURCES = (ticks, streams, symbols, candles, signals, performance, patterns, graph, key_admin)
 _SCHEMAS: dict[str, dict[str, Any]] = {name: schema for module in (*_RESOURCES, health)
                                        for name, schema in module.SCHEMAS.items()}
 
@@ -62,7 +84,7 @@ def _error(exc: ApiError) -> web.Response:
     return _json(exc.body(), exc.status, exc.headers)
 
 
-async def _answer(route: Route, ctx: ApiContext, request: web.Request) -> web.StreamResponse:
+async def _answer(route: Route, ctx: ApiContext, request: web.Request, log_fields: dict[str, object]) -> web.StreamResponse:
     principal = None
     if route.scope is not None:
         if not ctx.ready:
@@ -72,6 +94,7 @@ async def _answer(route: Route, ctx: ApiContext, request: web.Request) -> web.St
         if principal is None:
             async with ctx.using("postgres"):
                 principal = await ctx.auth.authenticate(header)
+        log_fields["tenant"] = principal.tenant  # what is logged while answering names the caller's tenant
         ctx.rates.admit(principal.key_id)
         if not principal.allows(route.scope):
             raise forbidden(f"this needs a key with scope {route.scope!r}; this key has {principal.scope!r}")
@@ -124,16 +147,19 @@ def handler(route: Route, ctx: ApiContext) -> AiohttpHandler:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         began = time.perf_counter()
-        try:
-            response = await _answer(route, ctx, request)
-        except ApiError as exc:
-            response = _error(exc)
-        except web.HTTPException as exc:  # raised by aiohttp itself, e.g. a body over the size limit
-            response = _error(ApiError(exc.status, exc.reason))
-        except Exception:
-            log.exception("unexpected error answering %s", route.label)
-            response = _error(ApiError(500, "internal error"))
+        with log_context() as log_fields:
+            try:
+                response = await _answer(route, ctx, request, log_fields)
+            except ApiError as exc:
+                response = _error(exc)
+            except web.HTTPException as exc:  # raised by aiohttp itself, e.g. a body over the size limit
+                response = _error(ApiError(exc.status, exc.reason))
+            except Exception:
+                log.exception("unexpected error answering %s", route.label)
+                response = _error(ApiError(500, "internal error"))
         observe(response.status, time.perf_counter() - began)
+        if isinstance(response, streams.TickStream):  # counted as answered once admitted; now it streams
+            await response.run(request)
         return response
 
     return handle
@@ -147,6 +173,29 @@ async def _document(ctx: ApiContext, call: Call) -> web.Response:
     return web.Response(body=document_bytes(ctx.settings), content_type="application/json")
 
 
+async def _docs(ctx: ApiContext, call: Call) -> web.Response:
+    return web.Response(body=docs_page_bytes(ctx.settings), content_type="text/html", charset="utf-8",
+                        headers=docs_page.HEADERS)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
+    """Answer the errors aiohttp raises itself (no route for the path: 404; not for this method: 405) in JSON."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 404:
+            message = "no such route (the routes: /openapi.json, or /docs)"
+        elif exc.status == 405:
+            message = f"method {request.method} is not allowed on this route"
+        else:
+            message = (exc.reason or "error").lower()
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return _json({"error": message}, exc.status, headers)
+
+
 METRICS_ROUTE = Route("GET", "/metrics", "Prometheus metrics of this process", "operations", _metrics, None, scope=None,
                       responses={"200": {"description": "Prometheus text exposition format.",
                                          "content": {"text/plain": {"schema": {"type": "string"}}}}},
@@ -154,18 +203,32 @@ METRICS_ROUTE = Route("GET", "/metrics", "Prometheus metrics of this process", "
 DOCUMENT_ROUTE = Route("GET", "/openapi.json", "This document", "operations", _document, None, scope=None,
                        responses={"200": {"description": "The OpenAPI document.",
                                           "content": {"application/json": {"schema": {"type": "object"}}}}})
+DOCS_ROUTE = Route("GET", "/docs", "This API as an interactive page", "operations", _docs, None, scope=None, queries=False,
+                   responses={"200": {"description": "A self-contained HTML page, rendered from this document: every "
+                                                     "route with its parameters and a form that sends it.",
+                                      "content": {"text/html": {"schema": {"type": "string"}}}}},
+                   description="No key needed to read it; requests sent from it use the key typed into the page. "
+                               "Fetches nothing from other hosts.")
 
 
 def all_routes(settings: Settings) -> tuple[Route, ...]:
-    """Every route: ``/health``, ``/v1/...``, ``/metrics`` and ``/openapi.json``."""
+    """Every route: ``/health`` (and its probes), ``/v1/...``, ``/metrics``, ``/openapi.json``, ``/docs`` and
+    ``/console``."""
     resources = (route for module in _RESOURCES for route in module.routes(settings))
-    return (health.ROUTE, *resources, METRICS_ROUTE, DOCUMENT_ROUTE)
+    return (health.ROUTE, health.LIVE_ROUTE, health.READY_ROUTE, *resources, METRICS_ROUTE, DOCUMENT_ROUTE, DOCS_ROUTE,
+            *console_page.routes())
 
 
 @functools.cache
 def document_bytes(settings: Settings) -> bytes:
     """The OpenAPI document of :func:`all_routes` for ``settings``, as served."""
     return orjson.dumps(openapi.document(all_routes(settings), _SCHEMAS), option=orjson.OPT_INDENT_2)
+
+
+@functools.cache
+def docs_page_bytes(settings: Settings) -> bytes:
+    """The ``/docs`` page of the document :func:`document_bytes` serves for ``settings``."""
+    return docs_page.render(orjson.loads(document_bytes(settings)))
 
 
 def mount(router: web.UrlDispatcher, ctx: ApiContext) -> None:

@@ -13,8 +13,9 @@ also holds the answer cache of ClickHouse reads, whose freshness rule its
 builder chooses (:mod:`pipeline.api.answer_cache`), the coalescing reader
 of hot keys (:mod:`pipeline.api.hot_reads`), and the limits that keep one
 client or tenant from slowing the others: requests per key
-(:mod:`pipeline.api.rate_limit`) and store queries per tenant
-(:mod:`pipeline.api.query_slots`).
+(:mod:`pipeline.api.rate_limit`), store queries per tenant
+(:mod:`pipeline.api.query_slots`) and open tick streams
+(:mod:`pipeline.api.stream_slots`), which :meth:`ApiContext.close` ends.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pipeline.api.hot_reads import HotKeyReader
 from pipeline.api.migrations import open_pool
 from pipeline.api.query_slots import TenantQuerySlots
 from pipeline.api.rate_limit import KeyRateLimiter
+from pipeline.api.stream_slots import StreamSlots
 from pipeline.config import Settings
 from pipeline.stores.analytics import AnalyticsStore
 from pipeline.stores.cache import cache_client
@@ -85,6 +87,9 @@ class ApiContext:
         self.rates = KeyRateLimiter(settings.api_rate_per_s, settings.api_rate_burst)
         #: Store queries running at once per tenant (:mod:`pipeline.api.query_slots`).
         self.query_slots = TenantQuerySlots(settings.api_tenant_queries, settings.api_query_timeout_s)
+        #: Open tick streams per key, tenant and process (:mod:`pipeline.api.stream_slots`).
+        self.streams = StreamSlots(settings.api_streams_per_key, settings.api_streams_per_tenant,
+                                   settings.api_streams_max)
         self._owns_stores = owns_stores
         self._pool: asyncpg.Pool | None = None
         self._auth: Authenticator | None = None
@@ -127,6 +132,7 @@ class ApiContext:
 
     async def close(self) -> None:
         self.ready = False
+        self.streams.close()
         await self.health.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None

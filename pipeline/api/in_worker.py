@@ -28,9 +28,10 @@ import faust
 from mode import Service
 
 from pipeline.api.answer_cache import for_seconds, until_commit
-from pipeline.api.app import mount
+from pipeline.api.app import json_errors, mount
 from pipeline.api.context import ApiContext, PipelineView
 from pipeline.api.server_limits import protect_faust_web
+from pipeline.api.streams import end_streams_on_shutdown
 from pipeline.config import Settings
 from pipeline.stores.connections import Connections
 
@@ -62,6 +63,8 @@ def serve_api(app: faust.App, settings: Settings, connections: Connections, stat
                          graph=connections.graph, status=status, owns_stores=False, answers=answers)
     web = cast("AiohttpWeb", app.web)  # Faust's web driver is aiohttp (its default; tickwire sets no other)
     mount(web.web_app.router, context)
+    web.web_app.middlewares.append(json_errors)  # errors aiohttp answers itself (404, 405) in JSON, as the API's
     protect_faust_web(web, settings)
+    end_streams_on_shutdown(web.web_app, context)  # open tick streams never hold the web server's shutdown
     app.service(ApiService(context))  # type: ignore[arg-type]  # faust types App.service for classes; it starts instances too
     return context

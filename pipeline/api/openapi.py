@@ -40,7 +40,8 @@ _RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before ret
                                  "schema": {"type": "integer", "minimum": 1}}}
 
 
-def _error(status: int) -> dict[str, Any]:
+def error_response(status: int) -> dict[str, Any]:
+    """The OpenAPI response object of an error answer with ``status`` (the ``Error`` schema)."""
     error: dict[str, Any] = {"description": _ERROR_TEXT[status],
                              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     if status == 429:
@@ -66,7 +67,7 @@ def responses(route: Route) -> dict[str, Any]:
         statuses |= {401, 429, 503}
     if route.scope == "admin":
         statuses.add(403)
-    found.update({str(status): _error(status) for status in sorted(statuses)})
+    found.update({str(status): error_response(status) for status in sorted(statuses)})
     return found
 
 

@@ -16,7 +16,9 @@ the worker serves the API itself then. A worker and ``tickwire api`` never
 share a chDB directory.
 
 Connections have the header-read and keep-alive timeouts and the fixed answer
-to malformed requests of :mod:`pipeline.api.server_limits`, as in the worker.
+to malformed requests of :mod:`pipeline.api.server_limits`, and errors aiohttp
+answers itself (404, 405) are JSON (:func:`pipeline.api.app.json_errors`), as
+in the worker. It logs as the worker does (:mod:`pipeline.core.logs`).
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 
-from pipeline.api.app import mount
+from pipeline.api.app import json_errors, mount
 from pipeline.api.context import ApiContext
 from pipeline.api.server_limits import guarded_runner
+from pipeline.api.streams import end_streams_on_shutdown
 from pipeline.config import Settings
+from pipeline.core.logs import configure_logging
 
 log = logging.getLogger("tickwire.api")
 
@@ -93,7 +97,7 @@ def chdb_held_elsewhere(settings: Settings, exc: BaseException) -> StandaloneErr
 
 def make_app(ctx: ApiContext) -> web.Application:
     """An aiohttp application serving the API from ``ctx``, which it starts and closes with itself."""
-    application = web.Application()
+    application = web.Application(middlewares=[json_errors])
     mount(application.router, ctx)
 
     async def start(_: web.Application) -> None:
@@ -105,6 +109,7 @@ def make_app(ctx: ApiContext) -> web.Application:
 
     application.on_startup.append(start)
     application.on_cleanup.append(stop)
+    end_streams_on_shutdown(application, ctx)  # open tick streams never hold the shutdown
     return application
 
 
@@ -125,9 +130,11 @@ def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM (then finish requests in flight and close the stores).
 
     Raises :class:`StandaloneError` before listening when the chDB directory is held by a worker (see
-    :func:`check_standalone`, which says so without chDB's own message on stderr)."""
+    :func:`check_standalone`, which says so without chDB's own message on stderr). Logs as the worker does
+    (:func:`pipeline.core.logs.configure_logging`: ``TICKWIRE_LOG_LEVEL``, ``TICKWIRE_LOG_FORMAT``)."""
     import uvloop
 
+    configure_logging(settings)
     uvloop.install()
     with contextlib.suppress(GracefulExit):
         try:

@@ -35,18 +35,24 @@ ORDER BY time DESC, broker, bid, ask, last, volume, volume_real, flags
 """ + LIMIT_SQL
 
 
-async def latest(ctx: ApiContext, call: Call) -> dict[str, Any]:
-    broker, symbol = call.params["broker"], call.params["symbol"]
+async def read_latest(ctx: ApiContext, tenant: str, broker: str, symbol: str) -> dict[str, Any] | None:
+    """The newest tick of ``tenant``'s series in the hot cache (a ``LatestTick``), None when it has none; read
+    through the context's coalescing reader, after this call began. A cache failure raises the 503 ApiError."""
     try:
-        values = await ctx.hot_keys.read(hot_key(call.tenant, broker, symbol), _LATEST_FIELDS)
+        values = await ctx.hot_keys.read(hot_key(tenant, broker, symbol), _LATEST_FIELDS)
     except Exception as exc:  # noqa: BLE001 - any cache failure is "unavailable" to the client
         raise store_failed("cache", exc) from None
     present = [value for value in values if value is not None]
     if len(present) < len(values):
-        return {"data": []}
+        return None
     time_msc, bid, ask, last, volume, flags = present
-    return {"data": [{"broker": broker, "symbol": symbol, "time_msc": int(time_msc), "bid": float(bid),
-                      "ask": float(ask), "last": float(last), "volume": int(volume), "flags": int(flags)}]}
+    return {"broker": broker, "symbol": symbol, "time_msc": int(time_msc), "bid": float(bid),
+            "ask": float(ask), "last": float(last), "volume": int(volume), "flags": int(flags)}
+
+
+async def latest(ctx: ApiContext, call: Call) -> dict[str, Any]:
+    tick = await read_latest(ctx, call.tenant, call.params["broker"], call.params["symbol"])
+    return {"data": [] if tick is None else [tick]}
 
 
 async def history(ctx: ApiContext, call: Call) -> dict[str, Any]:

@@ -13,20 +13,19 @@ import asyncio
 import base64
 import json
 import logging
-import os
-import re
-import sys
 from datetime import datetime, timezone
-from typing import Any, Coroutine, NoReturn, TypeVar
+from typing import Any, Coroutine, TypeVar
 
 import click
 import msgspec
 from aiokafka.errors import KafkaError
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.config import Settings, SettingsError, get_settings
+from pipeline.cli.console import EXIT_FAILURE, EXIT_USAGE, as_text, out, print_table, terminal_text
+from pipeline.cli.console import fail as _fail
+from pipeline.cli.console import settings as _settings
+from pipeline.config import Settings
 from pipeline.contracts.schemas import DLQ_REASONS
 from pipeline.core.dead_letters import original_key, original_value
 from pipeline.ops.dead_letters import (
@@ -51,49 +50,16 @@ a re-submission failed); 2 bad usage (e.g. a malformed position).
 """
 KEY_WIDTH = 60
 ERROR_WIDTH = 120
-#: Characters that would act on a terminal (C0/C1 controls, DEL, bidi and zero-width format characters).
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
-_UNSAFE_OR_LAYOUT = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(match: re.Match[str]) -> str:
-    ch = match[0]
-    return _NAMED.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) <= 0xFF else f"\\u{ord(ch):04x}")
-
-
-def as_text(data: bytes) -> str:
-    """``data`` as text: UTF-8, with bytes that are not as ``\\xNN`` (the --json ``key``/``value`` fields)."""
-    return data.decode("utf-8", "backslashreplace")
-
-
-def terminal_text(data: bytes, *, one_line: bool = False) -> str:
-    """``data`` as text safe on a terminal: :func:`as_text`, control characters escaped (newlines and
-    tabs kept unless ``one_line``)."""
-    return (_UNSAFE_OR_LAYOUT if one_line else _UNSAFE).sub(_escape, as_text(data))
-
 
 def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(terminal_text(message.encode(), one_line=True), err=True)
-    sys.exit(code)
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except SettingsError as exc:
-        _fail(str(exc), 2)
 
 
 def _position(text: str) -> tuple[int, int]:
     try:
         return parse_position(text)
     except ValueError as exc:
-        _fail(str(exc), 2)
+        _fail(str(exc), EXIT_USAGE)
 
 
 def _run(settings: Settings, work: Coroutine[Any, Any, T]) -> T:
@@ -102,20 +68,16 @@ def _run(settings: Settings, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(work)
     except BrokerUnavailable as exc:
         _fail(f"cannot reach the Kafka broker at TICKWIRE_BROKER_URL={settings.broker_url} ({exc.cause}); "
-              "start it (`tickwire stack up` for the local stack) or set TICKWIRE_BROKER_URL to a reachable broker", 1)
+              "start it (`tickwire stack up` for the local stack) or set TICKWIRE_BROKER_URL to a reachable broker",
+              EXIT_FAILURE)
     except KafkaError as exc:
-        _fail(f"Kafka error from the broker at TICKWIRE_BROKER_URL={settings.broker_url}: {type(exc).__name__}: {exc}", 1)
+        _fail(f"Kafka error from the broker at TICKWIRE_BROKER_URL={settings.broker_url}: {type(exc).__name__}: {exc}",
+              EXIT_FAILURE)
 
 
 def _out(text: str) -> None:
     """Write data to stdout; a closed pipe (``| head``) ends the command quietly."""
-    try:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(text.encode("utf-8"))
-        sys.stdout.buffer.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    out(text)
 
 
 def _time(ms: int | None) -> str:
@@ -185,13 +147,7 @@ def dlq_list(reason: str | None, stage: str | None, limit: int, as_json: bool) -
                       Text(f"{letter.topic}[{letter.partition}]@{letter.offset}"), Text(letter.stage or ""),
                       Text(letter.reason), Text(key_text),
                       Text(cut(terminal_text(letter.error.encode(), one_line=True), ERROR_WIDTH)))
-    # not a terminal (a pipe, a file): no line is cut or wrapped at 80 columns
-    console = Console(highlight=False, markup=False, emoji=False,
-                      width=None if sys.stdout.isatty() else 100_000)
-    try:
-        console.print(table)
-    except BrokenPipeError:
-        _out("")
+    print_table(table)  # not a terminal (a pipe, a file): no line is cut or wrapped at 80 columns
 
 
 def _describe_value(original: Original, letter_size: int | None) -> str:
@@ -235,7 +191,7 @@ def dlq_show(position: str, as_json: bool) -> None:
 
     item, why, original = _run(settings, show())
     if item is None or original is None:
-        _fail(why if why.startswith("the record") else f"no dead letter at {partition}:{offset}: {why}", 1)
+        _fail(why if why.startswith("the record") else f"no dead letter at {partition}:{offset}: {why}", EXIT_FAILURE)
     letter = item.letter
     if as_json:
         _out(json.dumps({**_letter_json(item), "original": {
@@ -285,4 +241,4 @@ def dlq_retry(reason: str | None, stage: str | None, positions: tuple[str, ...])
     problems = ([f"no dead letter at {', '.join(report.missing)}"] if report.missing else []) + \
         ([f"{len(report.failed):,} failed: {'; '.join(report.failed[:3])}"] if report.failed else [])
     if problems:
-        _fail(" / ".join(problems), 1)
+        _fail(" / ".join(problems), EXIT_FAILURE)

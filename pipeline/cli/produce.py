@@ -14,13 +14,14 @@ from typing import TypeVar
 
 import click
 from aiokafka.errors import KafkaError
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.text import Text
 
-from pipeline.config import Settings, SettingsError, get_settings
+from pipeline.cli.console import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, err_console, out, say
+from pipeline.cli.console import settings as cli_settings
+from pipeline.config import Settings
+from pipeline.core.kafka import KafkaSetupError
 from pipeline.ingest import mt5_import
-from pipeline.ingest.producer import MT5Producer, utc_offset_ms
+from pipeline.ingest.producer import DeliveryError, MT5Producer, utc_offset_ms
 from pipeline.ingest.simulator import (
     DEFAULT_SYMBOLS,
     MAX_TICKS_PER_KEY_PER_S,
@@ -32,29 +33,23 @@ from pipeline.ingest.simulator import (
 
 T = TypeVar("T")
 
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
-
 #: How many skipped lines the import summary lists (the report keeps more).
 SHOWN_SKIPS = 10
 
 
 def _say(message: str) -> None:
-    """Print a summary line as is (no markup, no wrapping)."""
-    console.print(Text(message), soft_wrap=True)
+    """A summary line on stdout, as is (no markup, no wrapping)."""
+    out(message + "\n")
 
 
 def _fail(message: str, code: int) -> click.exceptions.Exit:
-    """Print ``message`` to stderr; the exception to raise to exit with ``code``."""
-    err_console.print(Text(message, style="red"))
+    """Print ``message`` to stderr as one line; the exception to raise to exit with ``code``."""
+    say(message)
     return click.exceptions.Exit(code)
 
 
 def _settings() -> Settings:
-    try:
-        return get_settings()
-    except SettingsError as exc:
-        raise _fail(str(exc), 2) from None
+    return cli_settings()
 
 
 def _names(value: str) -> list[str]:
@@ -72,14 +67,19 @@ def _produce(settings: Settings, work: Callable[[MT5Producer], Awaitable[T]]) ->
     try:
         return asyncio.run(main())
     except KeyboardInterrupt:
-        raise _fail("interrupted; what was sent before may or may not have reached the broker", 130) from None
-    except KafkaError as exc:
-        raise _fail(f"broker {settings.broker_url}: {type(exc).__name__}: {exc}", 1) from None
+        raise _fail("interrupted; what was sent before may or may not have reached the broker", EXIT_INTERRUPTED) from None
+    except KafkaSetupError as exc:  # could not connect: the line names the setting to check
+        raise _fail(str(exc), EXIT_FAILURE) from None
+    except (KafkaError, DeliveryError) as exc:
+        raise _fail(f"the broker at TICKWIRE_BROKER_URL={settings.broker_url} failed: {type(exc).__name__}: {exc}",
+                    EXIT_FAILURE) from None
 
 
 def _progress(*columns: TextColumn) -> Progress:
+    """A progress display on stderr (stdout has the summary); nothing when stderr is not a terminal."""
+    console = err_console()
     return Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), *columns, TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console)
+                    TimeRemainingColumn(), console=console, disable=not console.is_terminal)
 
 
 @click.command()
@@ -97,11 +97,11 @@ def simulate(rate: float, duration: float, tenants: str, brokers: str, symbols: 
         config = SimulationConfig(tenants=_names(tenants), brokers=_names(brokers), symbols=_names(symbols),
                                   rate=rate, duration_s=duration, seed=seed, signal_rate=signal_rate)
     except ValueError as exc:
-        raise _fail(f"invalid option: {exc}", 2) from None
+        raise _fail(f"invalid option: {exc}", EXIT_USAGE) from None
     settings = _settings()
     if config.ticks_per_key_per_s > MAX_TICKS_PER_KEY_PER_S:
-        err_console.print(f"[yellow]note: {config.ticks_per_key_per_s:,.0f} ticks/s per key; tick times "
-                          f"(whole ms, increasing per key) will run ahead of the clock[/yellow]")
+        say(f"note: {config.ticks_per_key_per_s:,.0f} ticks/s per key; tick times "
+            f"(whole ms, increasing per key) will run ahead of the clock")
     report = _produce(settings, lambda producer: _simulate(producer, config))
     _say(f"simulated {report.ticks:,} ticks and {report.signals:,} signals for {len(config.keys)} keys "
          f"in {report.seconds:.1f} s ({report.rate:,.0f} ticks/s) to {settings.broker_url}")
@@ -133,11 +133,11 @@ def import_mt5(file: Path, tenant: str, broker: str, symbol: str, utc_offset: fl
         mt5_import.check_key(tenant, broker, symbol)
         utc_offset_ms(utc_offset)
     except ValueError as exc:
-        raise _fail(f"invalid option: {exc}", 2) from None
+        raise _fail(f"invalid option: {exc}", EXIT_USAGE) from None
     try:
         mt5_import.MT5TickReader(file).close()  # a file that is no tick export fails before connecting
     except (mt5_import.MT5FileError, OSError) as exc:
-        raise _fail(f"{file}: {exc}", 2) from None
+        raise _fail(f"{file}: {exc}", EXIT_USAGE) from None
     settings = _settings()
     report = _produce(settings, lambda producer: _import(producer, file, tenant, broker, symbol, utc_offset))
     _say(f"imported {report.ticks:,} ticks of {tenant}:{broker}:{symbol} from {file} ({report.encoding}) "
@@ -147,7 +147,7 @@ def import_mt5(file: Path, tenant: str, broker: str, symbol: str, utc_offset: fl
     if report.skipped > SHOWN_SKIPS:
         _say(f"  ... and {report.skipped - SHOWN_SKIPS:,} more")
     if report.ticks == 0:
-        raise _fail("no tick was imported", 1)
+        raise _fail("no tick was imported", EXIT_FAILURE)
 
 
 async def _import(producer: MT5Producer, file: Path, tenant: str, broker: str, symbol: str,

@@ -127,16 +127,31 @@ class Signal(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
         return f"{self.tenant}:{self.broker}:{self.symbol}"
 
 
-class Candle(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """``candle.v1``: a closed mid-price bar; identity (tenant, broker, symbol, timeframe, start_ms)."""
+#: A whole number as JSON Schema's ``integer`` has it (``5.0`` too); see the module docstring.
+WholeMs = Annotated[float, msgspec.Meta(ge=0, multiple_of=1)]
+#: The version of a bar message: 1 (``candle.v1``) or 2 (``candle.v2``: with indicators).
+CandleVersion = Annotated[float, msgspec.Meta(ge=1, le=2, multiple_of=1)]
+#: An indicator's name (``sma_20``, ``macd``, ...; pipeline.contracts.indicators) and its finite value.
+IndicatorName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$(?!\n)")]
+FiniteNumber = Annotated[float, msgspec.Meta(ge=-1.7976931348623157e308, le=1.7976931348623157e308)]
 
-    v: Literal[1]
+
+class Candle(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``candle.v1`` or ``candle.v2``: a closed mid-price bar; identity (tenant, broker, symbol, timeframe, start_ms).
+
+    ``v`` 2 adds ``indicators`` (required there, absent in v1): name -> value of the indicators defined at this bar
+    (one in its warm-up is absent). The ingest stage publishes v2; v1 messages still decode (no indicators).
+    Whole numbers (``start_ms``, ``end_ms``, ``ticks``, ``volume``, ``v``) are floats with ``multiple_of=1`` as
+    JSON Schema's ``integer`` admits ``5.0``: use ``int(...)`` where an int is needed (bars built here hold ints).
+    """
+
+    v: CandleVersion
     tenant: str
     broker: str
     symbol: str
     timeframe: Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,3}[smhd]$")]
-    start_ms: Annotated[int, msgspec.Meta(ge=0)]
-    end_ms: Annotated[int, msgspec.Meta(ge=0)]
+    start_ms: WholeMs
+    end_ms: WholeMs
     open: float
     high: float
     low: float
@@ -146,13 +161,25 @@ class Candle(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     spread_avg: float
     spread_min: float
     spread_max: float
-    ticks: Annotated[int, msgspec.Meta(ge=1)]
-    volume: Annotated[int, msgspec.Meta(ge=0)]
+    ticks: Annotated[float, msgspec.Meta(ge=1, multiple_of=1)]
+    volume: WholeMs
     volume_real: Annotated[float, msgspec.Meta(ge=0)]
+    indicators: dict[IndicatorName, FiniteNumber] | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        if self.v == 1 and self.indicators is not msgspec.UNSET:
+            raise ValueError("Object contains unknown field `indicators` (candle.v1 has none) - at `$`")
+        if self.v == 2 and self.indicators is msgspec.UNSET:
+            raise ValueError("Object missing required field `indicators` (candle.v2) - at `$`")
 
     @property
     def key(self) -> str:
         return f"{self.tenant}:{self.broker}:{self.symbol}"
+
+    @property
+    def indicator_values(self) -> dict[str, float]:
+        """The bar's indicators (none for a ``candle.v1`` message)."""
+        return {} if self.indicators is msgspec.UNSET else self.indicators
 
 
 class Market(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -186,6 +213,59 @@ class EnrichedSignal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     @property
     def key(self) -> str:
         return self.signal.key
+
+
+#: A whole number >= 0 as JSON Schema's ``integer`` has it (``5.0`` too); built from ints, so encoded as ints.
+_Whole = Annotated[float, msgspec.Meta(ge=0, multiple_of=1)]
+_PositivePrice = Annotated[float, msgspec.Meta(gt=0)]
+#: A horizon (pipeline.contracts.timeframes syntax), as configured in ``TICKWIRE_OUTCOME_HORIZONS``.
+HorizonName = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,3}[smhd]$(?!\n)")]
+
+
+class SignalOutcome(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """``signal.outcome.v1``: what the market did after a signal over one horizon (pipeline.derive.outcomes).
+
+    Identity (tenant, signal_id, horizon_ms). The definitions (entry, direction, hits, adverse excursion)
+    are in the JSON Schema's descriptions and in pipeline.derive.outcomes. Whole numbers are floats with
+    ``multiple_of=1``, as JSON Schema's ``integer`` admits ``5.0``; outcomes built here hold ints.
+    """
+
+    v: Version
+    tenant: str
+    broker: str
+    symbol: str
+    strategy: str
+    signal_id: str
+    action: Literal["buy", "sell", "close", "hold"]
+    signal_time_msc: TimeMsc
+    horizon: HorizonName
+    horizon_ms: Annotated[float, msgspec.Meta(ge=1, multiple_of=1)]
+    horizon_end_msc: _Whole
+    entry: _PositivePrice | None
+    entry_source: Literal["price", "first_tick"] | None
+    tp: _PositivePrice | None
+    sl: _PositivePrice | None
+    exit_mid: _PositivePrice | None
+    exit_time_msc: _Whole | None
+    move: float | None
+    directed_return: float | None
+    tp_hit_msc: _Whole | None
+    sl_hit_msc: _Whole | None
+    first_hit: Literal["tp", "sl"] | None
+    first_hit_msc: _Whole | None
+    mae: Annotated[float, msgspec.Meta(ge=0)] | None
+    ticks: _Whole
+
+    def __post_init__(self) -> None:
+        TENANT.check("tenant", self.tenant)
+        BROKER.check("broker", self.broker)
+        SYMBOL.check("symbol", self.symbol)
+        STRATEGY.check("strategy", self.strategy)
+        SIGNAL_ID.check("signal_id", self.signal_id)
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant}:{self.broker}:{self.symbol}"
 
 
 DlqReason = Literal[
@@ -223,6 +303,8 @@ class DeadLetter(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 SCHEMA_TYPES: dict[str, type[msgspec.Struct]] = {
-    "tick.v1": Tick, "signal.v1": Signal, "candle.v1": Candle, "signal.enriched.v1": EnrichedSignal,
-    "dlq.v1": DeadLetter,
+    "tick.v1": Tick, "signal.v1": Signal, "candle.v1": Candle, "candle.v2": Candle, "signal.enriched.v1": EnrichedSignal,
+    "signal.outcome.v1": SignalOutcome, "dlq.v1": DeadLetter,
 }
+#: The bar schemas :class:`Candle` decodes (by ``v``); the ingest stage publishes the newest.
+CANDLE_SCHEMAS = ("candle.v1", "candle.v2")

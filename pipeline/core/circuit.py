@@ -52,7 +52,7 @@ class CircuitBreaker:
         self.state, self.opened_at, self._opened_monotonic = "open", time.time(), time.monotonic()
         SINK_CIRCUIT_OPEN.labels(self.stage, self.name).set(1)
         log.warning("stage %s: sink %s unavailable, pausing the stage and retrying with backoff: %s", self.stage, self.name,
-                    self.last_error)
+                    self.last_error, extra={"stage": self.stage, "sink": self.name})
         return True
 
     def succeeded(self) -> bool:
@@ -60,7 +60,8 @@ class CircuitBreaker:
         if self.state == "closed":
             return False
         log.warning("stage %s: sink %s recovered after %d failed attempts in %.1f s; resuming",
-                    self.stage, self.name, self.failures, time.monotonic() - self._opened_monotonic)
+                    self.stage, self.name, self.failures, time.monotonic() - self._opened_monotonic,
+                    extra={"stage": self.stage, "sink": self.name})
         self.state, self.failures, self.opened_at = "closed", 0, None
         SINK_CIRCUIT_OPEN.labels(self.stage, self.name).set(0)
         return True

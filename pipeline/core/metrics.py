@@ -6,7 +6,24 @@ tenant, symbol or other unbounded value is ever a label.
 
 from __future__ import annotations
 
+import functools
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
 from prometheus_client import Counter, Gauge, Histogram
+
+#: The state a stage may be in (pipeline.runtime.status), each a ``tickwire_stage_state`` series.
+STAGE_STATES = ("starting", "running", "paused", "stalled")
+
+
+@functools.cache
+def package_version() -> str:
+    """The installed tickwire's version (``unknown`` when it is not installed)."""
+    try:
+        return version("tickwire")
+    except PackageNotFoundError:
+        return "unknown"
+
 
 RECORDS_CONSUMED = Counter(
     "tickwire_records_consumed_total", "Records fetched from input topics, by stage.", ["stage", "topic"])
@@ -46,3 +63,21 @@ API_REQUEST_SECONDS = Histogram(
     ["route", "status"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+BUILD_INFO = Gauge("tickwire_build_info", "Always 1: the tickwire version and Python version of this process.",
+                   ["version", "python"])
+LAST_CHECKPOINT = Gauge(
+    "tickwire_last_checkpoint_timestamp_seconds",
+    "Epoch seconds at which the stage's last checkpoint that committed offsets ended (absent before the first).",
+    ["stage"])
+STAGE_STATE = Gauge(
+    "tickwire_stage_state",
+    "1 for the state the stage is in (starting, running, paused, stalled; as /health reports it), 0 for the others.",
+    ["stage", "state"])
+ROWS_WRITTEN = Counter(
+    "tickwire_rows_written_total",
+    "Items a sink durably wrote at a successful flush (buffered before it, minus what the store refused), by stage "
+    "and sink: rows (ClickHouse tables), hot keys, records acknowledged (producer), bar windows (candles), bars "
+    "(patterns, correlations), edges (strategy_edges), signals (signals.enriched), markers (cache.published_signals).",
+    ["stage", "sink"])
+
+BUILD_INFO.labels(package_version(), platform.python_version()).set(1)

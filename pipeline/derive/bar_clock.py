@@ -1,7 +1,9 @@
 """Event-time bookkeeping for candles: which bars close, which are amended.
 
 Per (tenant, broker, symbol, timeframe) the clock keeps the event-time
-watermark (the newest tick time seen) and the window of the open bar. A tick in
+watermark (the newest tick time seen) and the window of the open bar. Windows
+are epoch-aligned below a day and follow the broker's trading day from a day
+on (:class:`~pipeline.contracts.timeframes.TradingDays`). A tick in
 a later window closes the open bar. A tick older than the open bar's window is
 *late*: counted, and if the watermark is at most ``lateness_ms`` past it, its
 bar is amended (recomputed and upserted); otherwise it is dropped from candles
@@ -19,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from pipeline.contracts.timeframes import Timeframe
+from pipeline.contracts.timeframes import Timeframe, TradingDays
 
 SeriesKey = tuple[str, str, str]  # tenant, broker, symbol
 
@@ -46,11 +48,17 @@ class ClockEvents:
 
 
 class BarClock:
-    def __init__(self, timeframes: Iterable[Timeframe], lateness_ms: int) -> None:
+    def __init__(self, timeframes: Iterable[Timeframe], lateness_ms: int, trading_days: TradingDays | None = None) -> None:
         self.timeframes = tuple(timeframes)
         self.lateness_ms = lateness_ms
+        self.trading_days = trading_days or TradingDays()
         self._watermark: dict[SeriesKey, int] = {}
         self._open: dict[tuple[SeriesKey, int], int] = {}  # (series, timeframe ms) -> open window start
+        self._shifts: dict[str, tuple[tuple[Timeframe, int], ...]] = {}  # broker -> (timeframe, window shift) each
+
+    def open_start(self, series: SeriesKey, timeframe: Timeframe) -> int | None:
+        """Start of the open bar of ``series`` on ``timeframe`` (None before its first tick here)."""
+        return self._open.get((series, timeframe.ms))
 
     def observe_series(self, series: SeriesKey, times: Sequence[float], events: ClockEvents) -> None:
         """Account for ticks of one ``series`` at ``times`` (epoch ms, in offset order).
@@ -77,8 +85,11 @@ class BarClock:
         watermark = max(self._watermark.get(series, time_msc), time_msc)
         self._watermark[series] = watermark
         tenant, broker, symbol = series
-        for tf in self.timeframes:
-            start = time_msc - time_msc % tf.ms
+        shifts = self._shifts.get(broker)
+        if shifts is None:
+            shifts = self._shifts[broker] = tuple((tf, self.trading_days.shift_ms(broker, tf)) for tf in self.timeframes)
+        for tf, shift in shifts:
+            start = time_msc - (time_msc + shift) % tf.ms
             slot = (series, tf.ms)
             current = self._open.get(slot)
             if current is None or start > current:

@@ -66,7 +66,7 @@ class CorrelationBuilder(ItemSink[Slot]):
             slot = (bar.tenant, bar.broker, bar.timeframe)
             current = self._pending.get(slot)
             if current is None or bar.end_ms >= current[0]:
-                self._pending[slot] = (bar.end_ms, record)
+                self._pending[slot] = (int(bar.end_ms), record)
 
     def _items(self) -> list[Slot]:
         return sorted(self._pending)

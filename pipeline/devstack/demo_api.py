@@ -1,8 +1,10 @@
-"""The API part of ``make demo``: a ready-to-use key for tenant ``acme`` and example queries.
+"""The API part of ``make demo``: a ready-to-use key for tenant ``acme``, example queries and the web console.
 
 Registers ``acme`` if needed, creates a new ``read`` key (keys are stored
 hashed, so an earlier one cannot be shown again), prints it with curl
-examples against the worker's API, and runs the first one to show its answer.
+examples against the worker's API, runs the first one to show its answer,
+and ends with the web console's URL and the key to type into it (never in
+the URL: the console keeps it in the browser tab's session storage).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def example_paths(settings: Settings) -> list[str]:
     timeframe = settings.timeframes[0].name
     return [
         "/v1/ticks/latest?symbol=EURUSD&broker=demo",
+        "/v1/symbols",
         "/v1/ticks?symbol=EURUSD&limit=3",
         f"/v1/candles?symbol=EURUSD&timeframe={timeframe}&limit=2",
         f"/v1/patterns/similar?symbol=EURUSD&timeframe={timeframe}&k=3",
@@ -43,7 +46,7 @@ def example_paths(settings: Settings) -> list[str]:
 
 
 def show_api_examples(settings: Settings, console: Console) -> None:
-    """Print a new read key of ``acme`` and curl examples; run the first."""
+    """Print a new read key of ``acme`` and curl examples; run the first; end with the console's URL and the key."""
     issued = asyncio.run(_demo_key(settings))
     base = settings.api_url
     console.print(f"[bold]query API[/bold] at {base} (OpenAPI: {base}/openapi.json, health: {base}/health); "
@@ -58,3 +61,8 @@ def show_api_examples(settings: Settings, console: Console) -> None:
             console.print("    " + response.read().decode(), highlight=False, soft_wrap=True)
     except (urllib.error.URLError, OSError) as exc:
         console.print(f"    [yellow]the API did not answer: {exc}[/yellow]")
+    console.print(f"  curl -s -N -H \"Authorization: Bearer $TW_KEY\" '{base}/v1/ticks/stream?symbol=EURUSD&broker=demo'"
+                  "   # the newest tick as it changes (server-sent events)", highlight=False, soft_wrap=True)
+    console.print(f"[bold]web console[/bold]: open {base}/console and enter the key of tenant {TENANT} "
+                  "(it stays in that browser tab):", soft_wrap=True)
+    console.print(f"  {issued.key}", highlight=False, soft_wrap=True)

@@ -63,8 +63,23 @@ class TickwireApp(faust.App):
         await super().on_stop()
 
 
+class TickwireWorker(faust.Worker):
+    """Faust's worker (the app's ``Worker``), leaving logging as :func:`pipeline.core.logs.configure_logging` set it.
+
+    Faust (mode) would replace the root logger's handlers by its own (its format, colours) and add a
+    terminal spinner; this keeps only the redirection of stray writes to standard output and error into
+    log records (so a print cannot break the JSON format).
+    """
+
+    def _setup_logging(self) -> None:
+        self.spinner = None  # Faust then logs "Ready" instead of drawing on the terminal
+        if self.redirect_stdouts:
+            self._redirect_stdouts()
+
+
 class StatusMetrics(Service):
-    """Keeps the lag gauges current (and learns the groups' committed offsets) on the probe's interval."""
+    """Keeps the lag and stage state gauges current (and learns the groups' committed offsets) on the probe's
+    interval."""
 
     def __init__(self, status: PipelineStatus, interval_s: float, **kwargs: Any) -> None:  # kwargs: mode's Service options
         self._status = status
@@ -128,6 +143,7 @@ def build_worker(settings: Settings) -> Worker:
         broker_heartbeat_interval=max(settings.session_timeout_ms / 5000, 0.5),
         topic_partitions=1,
         producer_acks=-1,
+        Worker=TickwireWorker,
     )
     connections = Connections(settings)
     _start_with_app(app, connections)  # Faust starts services in registration order: the stores before the stages

@@ -17,7 +17,11 @@ replay. A crash anywhere before the commit redelivers those records; sinks are
 idempotent, so that is harmless.
 
 The checkpoint also keeps what the stage's status needs: the last committed
-offset and record time per partition, and when the last checkpoint ended.
+offset and record time per partition, and when the last checkpoint ended; and
+it counts for the metrics what each sink durably wrote at each successful
+flush (``tickwire_rows_written_total``: what was buffered before it, less what
+the store refused) and stamps each commit of offsets
+(``tickwire_last_checkpoint_timestamp_seconds``).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from pipeline.contracts.topics import DLQ_TOPIC
 from pipeline.core.circuit import CircuitBreaker
 from pipeline.core.dead_letters import DeadLetterRequest, dead_letter
 from pipeline.core.isolation import Refusal
-from pipeline.core.metrics import COMMIT_SECONDS, DLQ_RECORDS, SINK_FLUSH_SECONDS, STORE_REFUSED
+from pipeline.core.metrics import COMMIT_SECONDS, DLQ_RECORDS, LAST_CHECKPOINT, ROWS_WRITTEN, SINK_FLUSH_SECONDS, STORE_REFUSED
 from pipeline.core.retry import RetryPolicy, flush_until_settled
 from pipeline.sinks.base import Sink
 from pipeline.sinks.topic import TopicPublisher
@@ -105,6 +109,8 @@ class Checkpoint:
         self._on_circuit = on_circuit
         self.circuits = {sink.name: CircuitBreaker(sink.name, stage)
                          for sink in [*self._sinks, publisher, *self._after_publish]}
+        #: Per sink, the counter of what it durably wrote (every series exists from the start, at 0).
+        self._written = {name: ROWS_WRITTEN.labels(stage, name) for name in self.circuits}
         self._offsets: dict[TopicPartition, tuple[int, int | None]] = {}
         self._records = 0
         self._started = time.monotonic()
@@ -131,10 +137,13 @@ class Checkpoint:
         )
 
     async def _flush(self, sink: Sink) -> None:
+        """Flush ``sink`` until it settles; count what it wrote (what was buffered, less what its store refused)."""
         started = time.perf_counter()
+        buffered = sink.pending
         refused = await flush_until_settled(sink, circuit=self.circuits[sink.name], stop=self._stop,
                                             policy=self._policy, on_state=self._on_circuit)
         SINK_FLUSH_SECONDS.labels(self.stage, sink.name).observe(time.perf_counter() - started)
+        self._written[sink.name].inc(max(0, buffered - len(refused)))
         if refused:
             await self._dead_letter_refusals(refused)
 
@@ -145,14 +154,17 @@ class Checkpoint:
             STORE_REFUSED.labels(self.stage, refusal.sink).inc()
             record = refusal.record
             if record is None:
-                log.error("stage %s: %s refused data that has no input record: %s", self.stage, refusal.sink, refusal.error)
+                log.error("stage %s: %s refused data that has no input record: %s", self.stage, refusal.sink, refusal.error,
+                          extra={"stage": self.stage, "sink": refusal.sink})
                 continue
             coordinates = (record.topic, record.partition, record.offset)
             if coordinates in seen:
                 continue
             seen.add(coordinates)
             log.warning("stage %s: %s refused what %s[%d]@%d led to; dead-lettered: %s", self.stage, refusal.sink,
-                        record.topic, record.partition, record.offset, refusal.error[:300])
+                        record.topic, record.partition, record.offset, refusal.error[:300],
+                        extra={"stage": self.stage, "sink": refusal.sink, "topic": record.topic,
+                               "partition": record.partition})
             await self.dead_letter(DeadLetterRequest(record, "store_rejected", f"{refusal.sink}: {refusal.error}", self.stage))
 
     async def dead_letter(self, request: DeadLetterRequest) -> None:
@@ -190,6 +202,7 @@ class Checkpoint:
             for tp, (offset, record_time) in marked.items():
                 self.committed[tp] = Committed(offset, record_time)
             self.last_commit_at = time.time()
+            LAST_CHECKPOINT.labels(self.stage).set(self.last_commit_at)
             COMMIT_SECONDS.labels(self.stage).observe(time.perf_counter() - started)
         self.commits += 1
 

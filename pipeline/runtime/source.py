@@ -50,6 +50,7 @@ from pipeline.core.dead_letters import DeadLetterRequest
 from pipeline.core.domain import DomainRules
 from pipeline.core.kafka import KafkaSetupError, client_options
 from pipeline.core.kafka import start as kafka_start
+from pipeline.core.logs import ContextLogger, set_stage
 from pipeline.core.metrics import BATCH_SIZE, RECORDS_CONSUMED
 from pipeline.core.retry import RetryPolicy, Stopping
 from pipeline.runtime.checkpoint import Checkpoint, DeadLetterLimits, OffsetCommitter, group_committer
@@ -67,7 +68,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka s
         await self._source.checkpoint_before_revoke(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("stage %s: assigned %d partitions", self._source.stage, len(assigned))
+        self._source.stage_log.info("stage %s: assigned %d partitions", self._source.stage, len(assigned))
 
 
 @dataclass(slots=True)
@@ -103,6 +104,8 @@ class BatchSource(Service):
                  after_publish: Sequence[Sink] = (), **kwargs: Any) -> None:  # kwargs: mode's Service options
         self.app = app
         self.stage = stage
+        #: The module's logger, every record with this stage (``stage`` field of the JSON log).
+        self.stage_log = ContextLogger(log, {"stage": stage})
         self.settings = settings
         self.publisher = publisher
         self._sinks = list(sinks)
@@ -181,10 +184,11 @@ class BatchSource(Service):
 
     async def _consume(self) -> None:
         assert self.consumer is not None
+        set_stage(self.stage)  # what this task and those it starts log (the consumer's, the checkpoints') is this stage's
         try:
             await kafka_start(self.consumer, self.settings)
             self.consuming = True
-            log.info("stage %s consuming %s as group %s", self.stage, ", ".join(self._decoders),
+            self.stage_log.info("stage %s consuming %s as group %s", self.stage, ", ".join(self._decoders),
                      stage_group(self.settings, self.stage))
             while not self._stop_event.is_set():
                 if self._inflight is None or self._held_records < self.settings.commit_max_records:
@@ -206,14 +210,15 @@ class BatchSource(Service):
             async with self._lock:
                 await self._hand_off_held()
                 await self.checkpoint.commit()
-            log.info("stage %s stopped after a final checkpoint", self.stage)
+            self.stage_log.info("stage %s stopped after a final checkpoint", self.stage)
         except Stopping as exc:
-            log.warning("stage %s stopped while %s was unavailable; uncommitted records will be redelivered", self.stage, exc)
+            self.stage_log.warning("stage %s stopped while %s was unavailable; uncommitted records will be redelivered",
+                                   self.stage, exc)
         except KafkaSetupError as exc:
-            log.error("stage %s cannot consume: %s", self.stage, exc)
+            self.stage_log.error("stage %s cannot consume: %s", self.stage, exc)
             await self.crash(exc)
         except Exception as exc:
-            log.exception("stage %s failed; nothing past its last checkpoint was committed", self.stage)
+            self.stage_log.exception("stage %s failed; nothing past its last checkpoint was committed", self.stage)
             await self.crash(exc)
 
     async def _checkpoint(self) -> None:
@@ -257,8 +262,9 @@ class BatchSource(Service):
         for item, batch in batches:
             await batch.done
             for record, error in batch.failed:
-                log.warning("stage %s: processing failed for %s[%d]@%d; dead-lettered: %s", self.stage, record.topic,
-                            record.partition, record.offset, error[:300])
+                self.stage_log.warning("stage %s: processing failed for %s[%d]@%d; dead-lettered: %s", self.stage,
+                                       record.topic, record.partition, record.offset, error[:300],
+                                       extra={"topic": record.topic, "partition": record.partition})
                 await self.checkpoint.dead_letter(DeadLetterRequest(record, "processing_error", error, self.stage))
             self.checkpoint.mark(item.tp, batch.next_offset, item.records, item.last_time_ms)
             self._positions[item.tp] = batch.next_offset
@@ -284,8 +290,8 @@ class BatchSource(Service):
                 async with self._lock:
                     await self.checkpoint.commit()
         except (TimeoutError, Stopping):
-            log.warning("stage %s: no checkpoint before revoke; %d partitions will be redelivered from their last commit",
-                        self.stage, len(revoked))
+            self.stage_log.warning("stage %s: no checkpoint before revoke; %d partitions will be redelivered from their "
+                                   "last commit", self.stage, len(revoked))
         self.checkpoint.forget(revoked)
 
     async def drain(self) -> None:
@@ -299,8 +305,8 @@ class BatchSource(Service):
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=self.settings.shutdown_timeout_s)
             except asyncio.TimeoutError:
-                log.warning("stage %s: final checkpoint did not finish in %.0f s; abandoning it", self.stage,
-                            self.settings.shutdown_timeout_s)
+                self.stage_log.warning("stage %s: final checkpoint did not finish in %.0f s; abandoning it", self.stage,
+                                       self.settings.shutdown_timeout_s)
                 self._task.cancel()
 
     async def on_stop(self) -> None:

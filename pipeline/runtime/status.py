@@ -13,6 +13,10 @@ A stage is
   ``TICKWIRE_STAGE_STALL_AFTER_S`` (and no circuit explains it);
 - ``running`` otherwise.
 
+Each stage's state is also the gauge ``tickwire_stage_state{stage, state}``
+(1 for the current one, 0 for the others), set with the lag gauges by
+:meth:`PipelineStatus.update_metrics` on the lag probe's interval.
+
 Lag per partition is the log end now (:mod:`pipeline.runtime.log_ends`) minus
 the stage's committed offset, in records, and in seconds: the newest record's
 time minus the time of the last record the stage committed (0 when caught
@@ -26,9 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from aiokafka import TopicPartition
+from prometheus_client import Gauge
 
 from pipeline.core.circuit import CircuitSnapshot
-from pipeline.core.metrics import CONSUMER_LAG, CONSUMER_LAG_SECONDS
+from pipeline.core.metrics import CONSUMER_LAG, CONSUMER_LAG_SECONDS, STAGE_STATE, STAGE_STATES
 from pipeline.runtime.checkpoint import Checkpoint, Committed
 from pipeline.runtime.log_ends import LogEnds
 
@@ -65,6 +70,7 @@ class PipelineStatus:
         self._stall_after_s = stall_after_s
         self._group_committed: dict[tuple[str, TopicPartition], int] = {}
         self._started = time.time()
+        self._published: set[tuple[str, str, str]] = set()  # lag label sets set by the last update_metrics
 
     @property
     def stage_names(self) -> list[str]:
@@ -127,15 +133,7 @@ class PipelineStatus:
         seconds = [lag.seconds for lag in lags.values()]
         known_seconds = [s for s in seconds if s is not None]
         last_commit = stage.checkpoint.last_commit_at
-        state: StageState
-        if not stage.consuming:
-            state = "starting"
-        elif open_circuits:
-            state = "paused"
-        elif records > 0 and time.time() - (last_commit or self._started) > self._stall_after_s:
-            state = "stalled"
-        else:
-            state = "running"
+        state = self._state(stage, records, bool(open_circuits))
         paused_by = None
         if open_circuits:
             name, circuit = min(open_circuits.items(), key=lambda item: item[1]["open_since"] or 0)
@@ -153,15 +151,47 @@ class PipelineStatus:
             "circuits": circuits,
         }
 
+    def _state(self, stage: StageHandle, lag_records: int, paused: bool) -> StageState:
+        if not stage.consuming:
+            return "starting"
+        if paused:
+            return "paused"
+        if lag_records > 0 and time.time() - (stage.checkpoint.last_commit_at or self._started) > self._stall_after_s:
+            return "stalled"
+        return "running"
+
     def report(self) -> dict[str, dict[str, Any]]:
         """Every stage as ``/health`` shows it."""
         return {stage.name: self.stage_report(stage) for stage in self._stages}
 
     def update_metrics(self) -> None:
-        """Set the lag gauges of every stage and partition."""
+        """Set the lag gauges of every stage and partition, and each stage's state gauge (1 for its state, 0 for
+        the others)."""
+        published: set[tuple[str, str, str]] = set()
         for stage in self._stages:
-            for tp, lag in self.lag(stage).items():
+            lags = self.lag(stage)
+            for tp, lag in lags.items():
                 labels = (stage.name, tp.topic, str(tp.partition))
                 CONSUMER_LAG.labels(*labels).set(lag.records)
                 if lag.seconds is not None:
                     CONSUMER_LAG_SECONDS.labels(*labels).set(lag.seconds)
+                    published.add(labels)
+                else:
+                    _forget(CONSUMER_LAG_SECONDS, labels)  # unknown now: no stale value for alerts to fire on
+            published.update((stage.name, tp.topic, str(tp.partition)) for tp in lags)
+            paused = any(circuit.state == "open" for circuit in stage.checkpoint.circuits.values())
+            current = self._state(stage, sum(lag.records for lag in lags.values()), paused)
+            for state in STAGE_STATES:
+                STAGE_STATE.labels(stage.name, state).set(1 if state == current else 0)
+        for labels in self._published - published:  # partitions this process no longer owns (a rebalance)
+            _forget(CONSUMER_LAG, labels)
+            _forget(CONSUMER_LAG_SECONDS, labels)
+        self._published = published
+
+
+def _forget(gauge: Gauge, labels: tuple[str, str, str]) -> None:
+    """Remove one labelled series of ``gauge`` if it exists (Prometheus then sees no sample, not a stale one)."""
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass

@@ -12,6 +12,7 @@ is explicit here: a stage publishes topics that later stages consume.
     mt5.signals.v1 ─▶ signals ─▶ ClickHouse signals, enrichment ──▶ signals.enriched.v1
     candles.v1 ────▶ patterns ─▶ vector role (embeddings, forward returns)
     candles.v1 + signals.enriched.v1 ──▶ graph ──▶ graph role (correlations, strategy edges)
+    candles.v1 + signals.enriched.v1 ──▶ outcomes ──▶ ClickHouse signal_outcomes ──▶ signals.outcomes.v1
 
 Roles (``analytics``, ``cache``, ``vectors``, ``graph``, ``topics``) say which
 stores a run writes: a replay may write only some; a sink of a role not
@@ -27,15 +28,17 @@ import msgspec
 
 import agents.graph
 import agents.ingest
+import agents.outcomes
 import agents.patterns
 import agents.signals
 from pipeline.config import STAGE_NAMES, Settings
 from pipeline.contracts.schemas import Candle, EnrichedSignal, Signal, Tick
-from pipeline.contracts.topics import CANDLES_TOPIC, ENRICHED_TOPIC, SIGNALS_TOPIC, TICKS_TOPIC
+from pipeline.contracts.topics import CANDLES_TOPIC, ENRICHED_TOPIC, OUTCOMES_TOPIC, SIGNALS_TOPIC, TICKS_TOPIC
 from pipeline.core.batch import Handler
 from pipeline.derive.candles import CandleBuilder
 from pipeline.derive.correlations import CorrelationBuilder
 from pipeline.derive.enrichment import PublishedMarkers, SignalEnricher
+from pipeline.derive.outcomes import OutcomeBuilder, OutcomeRows
 from pipeline.derive.patterns import PatternBuilder
 from pipeline.derive.strategy_edges import StrategyEdgeBuilder
 from pipeline.sinks.analytics_table import AnalyticsTableSink
@@ -110,7 +113,7 @@ def _ingest(r: StageResources) -> agents.ingest.IngestSinks:
         ticks=AnalyticsTableSink(session, "ticks", TICKS_COLUMNS) if "analytics" in r.roles else None,
         hot_ticks=HotTickCache(r.connections.cache, s.hot_key_ttl_s) if "cache" in r.roles else None,
         candles=CandleBuilder(session, r.publisher if "topics" in r.roles else None, s.timeframes, s.candle_lateness_ms,
-                              store_bars="analytics" in r.roles),
+                              store_bars="analytics" in r.roles, trading_days=s.trading_days, indicators=s.indicators),
     )
 
 
@@ -142,6 +145,15 @@ def _graph(r: StageResources) -> agents.graph.GraphSinks:
     )
 
 
+def _outcomes(r: StageResources) -> agents.outcomes.OutcomesSinks:
+    s = r.settings
+    rows = OutcomeRows(r.session) if "analytics" in r.roles else None
+    publisher = r.publisher if "topics" in r.roles else None
+    builder = OutcomeBuilder(r.session, publisher, rows, s.outcome_horizon_list, s.candle_lateness_ms) \
+        if rows is not None or publisher is not None else None
+    return agents.outcomes.OutcomesSinks(outcomes=builder, rows=rows)
+
+
 TOPOLOGY: tuple[StageSpec, ...] = (
     StageSpec("ingest", (Route(TICKS_TOPIC, Tick, agents.ingest.hot_ticks, eager=True),
                          Route(TICKS_TOPIC, Tick, agents.ingest.ticks)), _ingest, publishes=(CANDLES_TOPIC,),
@@ -151,6 +163,9 @@ TOPOLOGY: tuple[StageSpec, ...] = (
     StageSpec("patterns", (Route(CANDLES_TOPIC, Candle, agents.patterns.bars),), _patterns),
     StageSpec("graph", (Route(CANDLES_TOPIC, Candle, agents.graph.bars),
                         Route(ENRICHED_TOPIC, EnrichedSignal, agents.graph.enriched_signals)), _graph),
+    StageSpec("outcomes", (Route(CANDLES_TOPIC, Candle, agents.outcomes.bars),
+                           Route(ENRICHED_TOPIC, EnrichedSignal, agents.outcomes.enriched_signals)), _outcomes,
+              publishes=(OUTCOMES_TOPIC,), writes_analytics=True),
 )
 assert tuple(spec.name for spec in TOPOLOGY) == STAGE_NAMES, "settings.STAGE_NAMES must list the topology's stages"
 

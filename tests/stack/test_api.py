@@ -108,10 +108,14 @@ def test_candles_are_the_stored_bars(world: World) -> None:
         rows = client.pages("/v1/candles", symbol=symbol, timeframe="1m", limit=10)
         stored = stored_rows(world, f"""
             SELECT broker, symbol, timeframe, toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms,
-                   open, high, low, close, bid_close, ask_close, spread_avg, spread_min, spread_max, ticks, volume, volume_real
+                   open, high, low, close, bid_close, ask_close, spread_avg, spread_min, spread_max, ticks, volume, volume_real,
+                   indicators
             FROM tickwire.candles FINAL WHERE tenant = '{a.tenant}' AND symbol = '{symbol}' AND timeframe = '1m'
             ORDER BY start DESC""")
         assert rows == stored and len(rows) == BARS
+        assert "sma_20" in rows[0]["indicators"] and "sma_20" not in rows[-1]["indicators"]
+        indicators = client.pages("/v1/indicators", symbol=symbol, timeframe="1m", limit=10)
+        assert [(r["start_ms"], r["indicators"]) for r in indicators] == [(r["start_ms"], r["indicators"]) for r in rows]
         last_of_minute = {t["time_msc"] // MINUTE * MINUTE: t for t in sorted(a.ticks_of(symbol), key=lambda t: t["time_msc"])}
         for row in rows:
             tick = last_of_minute[row["start_ms"]]
@@ -221,6 +225,8 @@ def cross_tenant_requests(world: World) -> Iterator[tuple[str, str, dict[str, An
             for bounds in ({}, {"from": T0, "to": far}, {"cursor": f"{far}-0"}, {"from": T0 + 1007, "to": T0 + 1008}):
                 yield "GET", "/v1/ticks", {"symbol": symbol, "broker": broker, "limit": 1000, **bounds}, None
                 yield "GET", "/v1/candles", {"symbol": symbol, "broker": broker, "timeframe": "1m", "limit": 1000, **bounds}, None
+                yield "GET", "/v1/indicators", {"symbol": symbol, "broker": broker, "timeframe": "1m", "limit": 1000,
+                                                "names": "vwap,sma_20" if bounds else None, **bounds}, None
                 yield "GET", "/v1/signals", {"symbol": symbol, "broker": broker, "limit": 1000, **bounds}, None
             yield "GET", "/v1/patterns/similar", {"symbol": symbol, "broker": broker, "timeframe": "1m", "k": 100}, None
         for depth in range(1, 6):
@@ -229,7 +235,13 @@ def cross_tenant_requests(world: World) -> Iterator[tuple[str, str, dict[str, An
         yield "GET", "/v1/graph/strategies", {"symbol": symbol}, None
     for strategy in ("bstrat", "meanrev", "breakout"):
         yield "GET", "/v1/signals", {"strategy": strategy, "limit": 1000}, None
+        for symbol in (None, "LEAD", "BONLY"):
+            yield "GET", "/v1/strategies/performance", {"strategy": strategy, "symbol": symbol, "horizon": "5m"}, None
+    yield "GET", "/v1/strategies/performance", {}, None
     yield "GET", "/v1/signals", {"limit": 1000}, None
+    for page in ({}, {"limit": 1}, {"limit": 1000}, {"cursor": "A:demo"}, {"cursor": "BONLY:bbroker"},
+                 {"cursor": "LEAD:bbroker", "limit": 2}):
+        yield "GET", "/v1/symbols", page, None
     for vector in world.extra["b_vectors"]:
         for filters in ({}, {"symbol": "BONLY"}, {"broker": "bbroker"}, {"symbol": "LEAD", "broker": "bbroker"},
                         {"timeframe": "1m", "before_ms": far}, {"with_forward_return_only": True}):
@@ -253,6 +265,7 @@ def test_tenant_b_data_is_visible_to_b_so_the_markers_can_be_seen(world: World, 
     assert leaks(client.data("/v1/signals", strategy="bstrat"), markers)
     found = client.request("POST", "/v1/patterns/search", body={"vector": b_vectors[0], "k": 5}).body["data"]
     assert ("BONLY", "bbroker") in {(m["symbol"], m["broker"]) for m in found}
+    assert ("BONLY", "bbroker") in {(s["symbol"], s["broker"]) for s in client.data("/v1/symbols")}
 
 
 def test_tenant_a_sees_nothing_of_tenant_b_whatever_the_parameters(world: World, b_vectors: list[list[float]]) -> None:
@@ -305,7 +318,12 @@ def test_tenant_a_sees_nothing_of_tenant_b_whatever_the_parameters(world: World,
     ("/v1/ticks", {"symbol": "LEAD", "foo": "1"}, "foo"),
     ("/v1/ticks/latest", {"symbol": "LEAD"}, "broker"),
     ("/v1/candles", {"symbol": "LEAD", "timeframe": "2m"}, "timeframe"),
+    ("/v1/indicators", {"symbol": "LEAD", "timeframe": "1m", "names": "sma_20,bogus"}, "names"),
+    ("/v1/indicators", {"symbol": "LEAD", "timeframe": "1m", "names": "sma_20, vwap"}, "names"),
+    ("/v1/indicators", {"symbol": "LEAD", "timeframe": "1m", "names": ""}, "names"),
     ("/v1/signals", {"strategy": "a b"}, "strategy"),
+    ("/v1/strategies/performance", {"horizon": "2h"}, "horizon"),
+    ("/v1/strategies/performance", {"symbol": "LEAD\n"}, "symbol"),
     ("/v1/patterns/similar", {"symbol": "LEAD", "timeframe": "1m", "k": "0"}, "k"),
     ("/v1/graph/neighbors", {"symbol": "LEAD", "depth": "6"}, "depth"),
     ("/v1/graph/neighbors", {"symbol": "LEAD", "min_weight": "1.5"}, "min_weight"),
@@ -347,7 +365,9 @@ def test_unknown_names_give_empty_lists_everywhere(world: World) -> None:
     assert client.data("/v1/ticks/latest", symbol="NOSUCH", broker="demo") == []
     assert client.data("/v1/ticks", symbol="NOSUCH") == []
     assert client.data("/v1/candles", symbol="NOSUCH", timeframe="1m") == []
+    assert client.data("/v1/indicators", symbol="NOSUCH", timeframe="1m") == []
     assert client.data("/v1/signals", symbol="NOSUCH") == []
+    assert client.data("/v1/strategies/performance", symbol="NOSUCH") == []
     assert client.data("/v1/patterns/similar", symbol="NOSUCH", timeframe="1m") == []
     assert client.data("/v1/graph/neighbors", symbol="NOSUCH") == []
     assert client.data("/v1/graph/strategies", symbol="NOSUCH") == []
@@ -388,9 +408,10 @@ def test_openapi_document_is_served_and_lists_every_route(world: World) -> None:
     assert answer.body == orjson.loads(document_bytes(world.settings))
     assert answer.body["openapi"].startswith("3.")
     assert set(answer.body["paths"]) == {
-        "/health", "/metrics", "/openapi.json", "/v1/ticks/latest", "/v1/ticks", "/v1/candles", "/v1/signals",
-        "/v1/patterns/similar", "/v1/patterns/search", "/v1/graph/neighbors", "/v1/graph/strategies", "/v1/keys",
-        "/v1/keys/{key_id}"}
+        "/health", "/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs", "/v1/ticks/latest",
+        "/v1/ticks", "/v1/candles", "/v1/indicators", "/v1/signals", "/v1/patterns/similar", "/v1/patterns/search",
+        "/v1/graph/neighbors", "/v1/graph/strategies", "/v1/strategies/performance", "/v1/keys", "/v1/keys/{key_id}",
+        "/v1/symbols", "/v1/ticks/stream", "/console", "/console/{name}"}
     neighbors = answer.body["paths"]["/v1/graph/neighbors"]["get"]
     min_weight = next(p for p in neighbors["parameters"] if p["name"] == "min_weight")
     assert min_weight["schema"]["default"] == world.settings.correlation_threshold

@@ -47,7 +47,7 @@ def test_health_reports_every_dependency_and_every_stage(worker) -> None:
         assert dependency["status"] == "up", name
         assert dependency["required"] is (name not in ("vector", "graph")), name
         assert 0 <= dependency["latency_ms"] < PROBE_TIMEOUT_S * 1000, name
-    assert list(body["stages"]) == ["ingest", "signals", "patterns", "graph"]
+    assert list(body["stages"]) == ["ingest", "signals", "patterns", "graph", "outcomes"]
     for name, stage in body["stages"].items():
         assert stage["state"] == "running" and stage["paused_by"] is None, name
         assert isinstance(stage["lag"]["records"], int) and stage["lag"]["records"] >= 0, name

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.stack
 
 T0 = 1_763_899_200_000  # 2025-11-23 12:00:00 UTC, aligned to 5 minutes
 MINUTE = 60_000
-SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "candle.v1.json").read_text())
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "candle.v2.json").read_text())  # candles.v1 carries
 
 
 def tick_sequence(tenant: str) -> list[dict]:
@@ -122,8 +122,9 @@ def test_candles_match_pandas_amend_late_tick_and_replay_adds_nothing(stack_sett
     assert raw_candle_rows(worker, tenant) == rows_before
     assert_bars_equal(stored_bars(worker, tenant, "1m"), reference_after)
 
-    # every published bar decodes with the published schema
+    # every published bar decodes with the published schema (candle.v2: with indicators)
     messages = [orjson.loads(v) for _, v in asyncio.run(read_topic(stack_settings, "candles.v1", f"{tenant}:".encode(), 24))]
     assert len(messages) >= 24
     for message in messages:
         jsonschema.validate(message, SCHEMA)
+        assert message["v"] == 2

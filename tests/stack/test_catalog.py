@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline.contracts.catalog import CatalogError, apply_catalog, load_catalog
+from pipeline.contracts.schemas import CANDLE_SCHEMAS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,6 +21,7 @@ def test_repository_catalog_is_valid():
     assert {"mt5.ticks.v1", "mt5.signals.v1", "dlq.v1"} <= names
     for topic in catalog.topics:
         assert (ROOT / "schemas" / f"{topic.schema_name}.json").exists()
+    assert catalog.get("candles.v1").schema_name == CANDLE_SCHEMAS[-1] == "candle.v2", "the bars published now"
 
 
 @pytest.mark.parametrize(

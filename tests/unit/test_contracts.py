@@ -16,7 +16,7 @@ from pipeline.api import ticks as api_ticks
 from pipeline.config import STAGE_NAMES, load_settings
 from pipeline.contracts.catalog import load_catalog
 from pipeline.contracts.schemas import SCHEMA_TYPES, Tick
-from pipeline.contracts.topics import ALL_TOPICS, DLQ_TOPIC
+from pipeline.contracts.topics import ALL_TOPICS, DLQ_TOPIC, OUTCOMES_TOPIC, TERMINAL_TOPICS
 from pipeline.ingest.producer import encode_tick
 from pipeline.runtime.topology import TOPOLOGY, consumers_of
 from pipeline.stores.analytics_tables import TICKS_COLUMNS
@@ -95,8 +95,12 @@ def test_the_ingest_handler_fills_each_column_with_the_field_of_its_name() -> No
 
 def test_the_topology_names_every_stage_and_every_derived_topic_has_a_consumer() -> None:
     assert tuple(spec.name for spec in TOPOLOGY) == STAGE_NAMES
+    assert STAGE_NAMES == ("ingest", "signals", "patterns", "graph", "outcomes")
     for spec in TOPOLOGY:
         for topic in spec.publishes:
+            if topic in TERMINAL_TOPICS:  # for consumers outside tickwire
+                assert not consumers_of(topic), f"{topic} is declared terminal, yet a stage reads it"
+                continue
             assert consumers_of(topic), f"{spec.name} publishes {topic}, which no stage reads"
             upstream = [s.name for s in TOPOLOGY].index(spec.name)
             assert all([s.name for s in TOPOLOGY].index(c.name) > upstream for c in consumers_of(topic)), \
@@ -107,3 +111,15 @@ def test_the_topology_names_every_stage_and_every_derived_topic_has_a_consumer()
 
 def test_a_settings_stage_list_is_kept_in_topology_order() -> None:
     assert load_settings(stages="graph,ingest").stage_names == ["ingest", "graph"]
+    assert load_settings(stages="outcomes,signals,ingest").stage_names == ["ingest", "signals", "outcomes"]
+    assert load_settings().stage_names == list(STAGE_NAMES), "every stage runs by default"
+
+
+def test_the_outcomes_stage_follows_the_stages_that_store_what_it_reads_and_publishes_its_topic() -> None:
+    names = [spec.name for spec in TOPOLOGY]
+    outcomes = TOPOLOGY[names.index("outcomes")]
+    assert names.index("outcomes") > names.index("graph") > names.index("signals") > names.index("ingest")
+    assert outcomes.inputs == ("candles.v1", "signals.enriched.v1")
+    assert outcomes.publishes == (OUTCOMES_TOPIC,) and outcomes.writes_analytics
+    assert OUTCOMES_TOPIC in TERMINAL_TOPICS and load_catalog(ROOT / "topics.yaml").get(OUTCOMES_TOPIC).schema_name == \
+        "signal.outcome.v1"

@@ -11,6 +11,7 @@ from pipeline.core.circuit import CircuitBreaker
 from pipeline.runtime.checkpoint import Committed
 from pipeline.runtime.log_ends import LogEnd
 from pipeline.runtime.status import PipelineStatus
+from pipeline.runtime.topology import TOPOLOGY
 
 TP = TopicPartition("candles.v1", 3)
 
@@ -96,3 +97,30 @@ def test_the_answer_version_changes_with_every_checkpoint_of_a_stage_that_writes
     assert view.version() != before
     ingest.consuming = False
     assert view.version() is None
+
+
+def test_the_outcomes_stage_writes_clickhouse_so_its_checkpoints_change_the_answer_version() -> None:
+    spec = next(spec for spec in TOPOLOGY if spec.name == "outcomes")
+    outcomes = FakeStage("outcomes", writes_analytics=spec.writes_analytics)
+    view = PipelineStatus([outcomes], FakeEnds({}), 60)  # type: ignore[list-item,arg-type]
+    before = view.version()
+    outcomes.checkpoint.commits += 1
+    assert view.version() != before, "kept /v1/strategies/performance answers must not outlive an outcomes checkpoint"
+
+
+def _sample(name: str, **labels: str) -> float | None:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_lag_gauges_of_partitions_no_longer_owned_disappear() -> None:
+    """After a rebalance, a stale lag of a partition another worker now owns must not keep an alert firing."""
+    stage = FakeStage("graph-gauges", FakeCheckpoint(committed={TP: Committed(40, 4_000)}, last_commit_at=time.time()))
+    view = status(stage, 100)
+    view.update_metrics()
+    labels = {"stage": "graph-gauges", "topic": TP.topic, "partition": str(TP.partition)}
+    assert _sample("tickwire_consumer_lag", **labels) == 60 and _sample("tickwire_consumer_lag_seconds", **labels) == 6.0
+    stage.assigned = set()
+    view.update_metrics()
+    assert _sample("tickwire_consumer_lag", **labels) is None and _sample("tickwire_consumer_lag_seconds", **labels) is None
