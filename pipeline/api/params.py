@@ -30,7 +30,7 @@ from pipeline.contracts.schemas import BROKER, SYMBOL, NamePattern
 
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,18})")
 _NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
-_NAME_SUFFIX = "$(?!\n)"
+_NAME_SUFFIX = r"$(?!\n)"
 
 #: The latest time a message may carry (2100-01-01, as in the message schemas), in epoch ms.
 MAX_TIME_MS = 4_102_444_800_000

@@ -129,7 +129,7 @@ def topics_apply(as_json: bool) -> None:
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, epilog="""\b
 Exit codes: 0 stopped cleanly; 1 failed; 2 invalid settings or --stages.""")
-@click.option("--stages", help="Stages to run, comma separated (default TICKWIRE_STAGES: ingest,signals,patterns,graph).")
+@click.option("--stages", help="Stages to run, comma separated (default TICKWIRE_STAGES: ingest,signals,patterns,graph,outcomes).")
 @click.pass_context
 def worker(ctx: click.Context, stages: str | None) -> None:
     """Run the Faust worker (extra arguments go to Faust, e.g. ``-l info``)."""

@@ -114,8 +114,9 @@ class Checkpoint:
         self._offsets: dict[TopicPartition, tuple[int, int | None]] = {}
         self._records = 0
         self._started = time.monotonic()
-        #: Checkpoints completed (sinks flushed, offsets if any committed): the version of what
-        #: this stage wrote, for readers that keep answers until it changes.
+        #: Checkpoints completed that gave any sink something to write (a checkpoint that wrote nothing
+        #: leaves it unchanged): the version of what this stage wrote, for readers that keep answers until
+        #: it changes.
         self.commits = 0
         #: Wall-clock time (epoch s) the last checkpoint that committed offsets ended; None before one.
         self.last_commit_at: float | None = None
@@ -187,6 +188,7 @@ class Checkpoint:
         started = time.perf_counter()
         marked, records = self._offsets, self._records
         self._offsets, self._records, self._started = {}, 0, time.monotonic()
+        wrote = any(sink.pending for sink in [*self._sinks, self._publisher, *self._after_publish])
         try:
             for sink in self._sinks:
                 await self._flush(sink)
@@ -204,7 +206,8 @@ class Checkpoint:
             self.last_commit_at = time.time()
             LAST_CHECKPOINT.labels(self.stage).set(self.last_commit_at)
             COMMIT_SECONDS.labels(self.stage).observe(time.perf_counter() - started)
-        self.commits += 1
+        if wrote:
+            self.commits += 1
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop uncommitted offsets of revoked partitions (they will be redelivered)."""

@@ -65,7 +65,8 @@ async def test_migrations_are_idempotent_and_create_every_table(analytics: Analy
     await analytics.migrate()
     _, rows = await analytics.read("SELECT name, engine FROM system.tables WHERE database = {db:String} ORDER BY name",
                                    {"db": DATABASE}, timeout_s=30)
-    assert rows == [("candles", "ReplacingMergeTree"), ("signals", "ReplacingMergeTree"), ("ticks", "ReplacingMergeTree")]
+    assert rows == [("candles", "ReplacingMergeTree"), ("signal_outcomes", "ReplacingMergeTree"),
+                    ("signals", "ReplacingMergeTree"), ("ticks", "ReplacingMergeTree")]
 
 
 async def test_a_tick_written_twice_is_one_row(analytics: AnalyticsStore, tenant: str) -> None:
@@ -78,7 +79,7 @@ async def test_a_tick_written_twice_is_one_row(analytics: AnalyticsStore, tenant
 async def test_the_candle_with_more_ticks_wins(analytics: AnalyticsStore, tenant: str) -> None:
     def bar(ticks: int, close: float) -> list[list]:
         values = [tenant, "demo", "EURUSD", "1m", T0, T0 + 60_000, 1.0, 1.2, 0.9, close, close, close + 0.0002,
-                  0.0002, 0.0001, 0.0003, ticks, ticks, float(ticks)]
+                  0.0002, 0.0001, 0.0003, ticks, ticks, float(ticks), {}, [0.0, 0.0]]
         return [[v] for v in values]
 
     for ticks, close in [(3, 1.01), (5, 1.05), (4, 1.04)]:  # an amended bar, then a stale replay of an older one

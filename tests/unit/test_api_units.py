@@ -160,5 +160,9 @@ def test_the_document_describes_every_route_and_parameter() -> None:
     assert next(p for p in similar if p["name"] == "k")["schema"]["default"] == 9
     neighbors = document["paths"]["/v1/graph/neighbors"]["get"]["parameters"]
     assert next(p for p in neighbors if p["name"] == "min_weight")["schema"]["default"] == 0.7
+    ticks = document["paths"]["/v1/ticks"]["get"]["parameters"]
+    symbol_pattern = next(p for p in ticks if p["name"] == "symbol")["schema"]["pattern"]
+    assert symbol_pattern.startswith("^") and symbol_pattern.endswith("$") and "(?!" not in symbol_pattern, \
+        "an ECMA-262 pattern: no Python-only lookahead"
     refs = set(re.findall(r'"#/components/schemas/(\w+)"', document_bytes(settings).decode()))
     assert refs <= set(document["components"]["schemas"])

@@ -112,6 +112,20 @@ async def test_sinks_then_producer_then_after_publish_then_commit() -> None:
     assert cp.commits == 1 and cp.last_commit_at is not None
 
 
+async def test_a_checkpoint_that_wrote_nothing_leaves_the_version_of_the_written_data() -> None:
+    log: list[str] = []
+    committed: list[dict[TopicPartition, int]] = []
+    ticks = RecordingSink("ticks", log)
+    cp, _ = checkpoint(log, [ticks], FakeProducer(log), [], committed)
+    cp.mark(TP, 1, 1)  # records that fed no sink (say, ticks an outcome stage only watched)
+    await cp.commit()
+    assert committed == [{TP: 1}] and cp.commits == 0, "kept answers stay valid: nothing they read changed"
+    ticks.add(1, Rec(1))
+    cp.mark(TP, 2, 1)
+    await cp.commit()
+    assert cp.commits == 1
+
+
 async def test_only_offsets_marked_before_the_checkpoint_began_are_committed() -> None:
     log: list[str] = []
     committed: list[dict[TopicPartition, int]] = []
