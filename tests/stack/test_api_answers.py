@@ -208,9 +208,15 @@ def test_kept_tick_pages_are_hits_until_a_commit_brings_new_ticks_and_stay_per_t
         wait_until(lambda: len(client.data("/v1/ticks", symbol="CACHED")) == 5, timeout_s=60, what=f"{tenant}'s ticks")
 
     a, b = clients[tenants[0]], clients[tenants[1]]
-    first, again = a.get("/v1/ticks", symbol="CACHED", limit=3), a.get("/v1/ticks", symbol="CACHED", limit=3)
-    assert first.headers["X-Cache"] == "miss" and again.headers["X-Cache"] == "hit" and again.body == first.body
-    other = b.get("/v1/ticks", symbol="CACHED", limit=3)  # the very request A's answer is kept for
+    pairs = []  # another stage's checkpoint between the two requests may end a kept answer: try a few pages
+    for limit in (3, 4, 2):
+        first, again = a.get("/v1/ticks", symbol="CACHED", limit=limit), a.get("/v1/ticks", symbol="CACHED", limit=limit)
+        assert first.headers["X-Cache"] == "miss" and again.body == first.body
+        pairs.append(again.headers["X-Cache"])
+        if pairs[-1] == "hit":
+            break
+    assert pairs[-1] == "hit", f"a repeated page is answered from memory: {pairs}"
+    other = b.get("/v1/ticks", symbol="CACHED", limit=limit)  # the very request A's answer is kept for
     assert other.headers["X-Cache"] == "miss", "the tenant is part of the key"
     assert {row["bid"] for row in other.body["data"]} == {3.0}
     assert a.request("GET", "/v1/ticks", {"symbol": "CACHED"}, headers={"Cache-Control": "no-cache"}).headers[
