@@ -111,7 +111,7 @@ def test_patterns_and_correlations_from_closed_bars(stack_settings, derived_work
     closes = paths(seed=3)
     asyncio.run(produce(stack_settings, ticks_for(tenant, closes) + ticks_for(other, closes)))
     wait_until(lambda: count(derived_worker, f"SELECT count() FROM tickwire.candles FINAL WHERE tenant IN ('{tenant}', '{other}')")
-               == 2 * 3 * BARS, timeout_s=90, what="every bar")
+               == 2 * 3 * BARS, timeout_s=240, what="every bar")  # a new group reads the backlog first
     last_end = T0 + BARS * MINUTE
 
     # patterns: one per window of 33 bars; the twin's shape is the lead's; the other tenant never comes back

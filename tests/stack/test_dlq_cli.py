@@ -108,7 +108,7 @@ def test_a_dead_letter_is_listed_shown_and_stored_once_retried_after_the_fix(sta
     strict = worker_factory(max_record_bytes=400)
     asyncio.run(produce(stack_settings, [], raw=[(f"{tenant}:demo:EURUSD".encode(), padded)]))
 
-    listed = wait_until(lambda: tenant in (out := cli(stack_settings, "dlq", "list", "--reason", "oversize").stdout) and out,
+    listed = wait_until(lambda: tenant in (out := cli(stack_settings, "dlq", "list", "--reason", "oversize", "--limit", "5000").stdout) and out,
                         timeout_s=300, what="the dead letter in the list")  # a new group reads the shared topic's backlog first
     line = next(line for line in listed.splitlines() if tenant in line)
     position = line.split("│")[1].strip()
