@@ -42,19 +42,42 @@ reports the share of hits. For every cached endpoint the same loads are
 repeated with ``Cache-Control: no-cache`` (every answer computed, as on a
 miss): ``uncached`` holds those figures, the service time of the query
 itself.
+
+Reads beside ingestion (``under_ingest``). Then a producer sends live ticks
+(wall-clock times, one tenant of its own, the 50 symbols in rotation, with
+tickwire's producer settings) at the plan's steady rate (``latency_rate``:
+10k ticks/s in the full run) to the same worker, and windows of ``api_s``
+seconds alternate: no reads, 16 clients on ``/v1/ticks`` with
+``Cache-Control: no-cache``, no reads, the same on ``/v1/candles``, no reads,
+``/v1/patterns/similar``, no reads (so the broker slowing down as its
+partitions fill hits both kinds of window alike). Meanwhile the committed
+offsets of the ingest stage are read every :data:`COMMIT_POLL_S`: per window,
+the ingest rate (records committed per second), the produce → committed
+latency of every tick sent in it (a commit comes after every sink's flush:
+the tick is in ClickHouse and its hot key written) and the lag (records sent
+and acknowledged but not committed, at each poll). ``ingest_ratio`` compares
+the read windows together with the windows without reads (rate: with ÷
+without, 1.0 = unchanged; latency and lag: with ÷ without, 1.0 = unchanged).
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import random
+import threading
 import time
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
+import psutil
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.data import BROKER, SYMBOL_NAMES, TENANTS
 from bench.plan import Plan
@@ -64,6 +87,10 @@ from pipeline.api.keys import create_key
 from pipeline.api.migrations import open_pool
 from pipeline.api.tenants import add_tenant
 from pipeline.config import Settings
+from pipeline.contracts.topics import TICKS_TOPIC
+from pipeline.core.kafka import client_options, make_producer
+from pipeline.ingest.simulator import spec_of
+from pipeline.runtime.source import stage_group
 
 TENANT = TENANTS[0]
 #: The single-client run (service time without queueing) lasts api_s / this.
@@ -83,6 +110,14 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
 }
 #: Endpoints whose answers the API caches: also measured with ``Cache-Control: no-cache``.
 CACHED = ("/v1/ticks", "/v1/candles")
+#: Endpoints read (all with ``Cache-Control: no-cache``) while ticks are produced at a steady rate.
+UNDER_INGEST = ("/v1/ticks", "/v1/candles", "/v1/patterns/similar")
+#: The tenant of the ticks produced beside the reads (not the one read).
+INGEST_TENANT = "bench-api-live"
+#: How often the ingest stage's committed offsets are read while ticks are produced beside the reads.
+COMMIT_POLL_S = 0.1
+#: Produce slices: every slice sends what is due since the start.
+SLICE_S = 0.005
 
 
 async def issue_key(settings: Settings) -> str:
@@ -103,6 +138,11 @@ class Samples:
     non_empty: int = 0
     ok: int = 0
     hits: int = 0
+    #: when the timed load began and ended (epoch s)
+    began: float = float("inf")
+    ended: float = 0.0
+    #: CPU seconds the serving process (the worker) spent from began to ended
+    worker_cpu_s: float = 0.0
 
     def merge(self, other: Samples) -> None:
         self.latencies += other.latencies
@@ -110,6 +150,9 @@ class Samples:
         self.non_empty += other.non_empty
         self.ok += other.ok
         self.hits += other.hits
+        self.began = min(self.began, other.began)
+        self.ended = max(self.ended, other.ended)
+        self.worker_cpu_s = max(self.worker_cpu_s, other.worker_cpu_s)  # each process measured the same worker
 
 
 async def _client(session: aiohttp.ClientSession, url: str, params: dict[str, Any], offset: int, until: float,
@@ -130,8 +173,22 @@ async def _client(session: aiohttp.ClientSession, url: str, params: dict[str, An
         samples.hits += response.headers.get("X-Cache") == "hit"
 
 
+def _cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def serving_pid(settings: Settings) -> int:
+    """The process listening on the API's port (the worker)."""
+    port = urlsplit(settings.api_url).port
+    for connection in psutil.net_connections("tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid is not None:
+            return connection.pid
+    raise RuntimeError(f"no process listens at {settings.api_url}")
+
+
 async def _clients(url: str, headers: dict[str, str], params: dict[str, Any], offsets: list[int], seconds: float,
-                   ready: Barrier) -> Samples:
+                   ready: Barrier, worker_pid: int) -> Samples:
     samples = Samples()
     connector = aiohttp.TCPConnector(limit=len(offsets))
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
@@ -143,23 +200,28 @@ async def _clients(url: str, headers: dict[str, str], params: dict[str, Any], of
         await warm(SYMBOL_NAMES)  # every page once: cached endpoints are measured warm (see the module docstring)
         await asyncio.gather(*(warm(SYMBOL_NAMES[:1]) for _ in offsets))  # one open connection per client
         await asyncio.to_thread(ready.wait)  # every client process warm: all start together
-        until = time.time() + seconds
+        cpu = _cpu_s(worker_pid)
+        samples.began = time.time()
+        until = samples.began + seconds
         await asyncio.gather(*(_client(session, url, params, n, until, samples) for n in offsets))
+        samples.ended = time.time()
+        samples.worker_cpu_s = _cpu_s(worker_pid) - cpu
     return samples
 
 
 def _client_process(url: str, headers: dict[str, str], params: dict[str, Any], offsets: list[int], seconds: float,
-                    ready: Barrier, results: Queue) -> None:
+                    ready: Barrier, worker_pid: int, results: Queue) -> None:
     """One client process: ``len(offsets)`` clients for ``seconds`` once every process is ready; puts its Samples."""
     import uvloop
 
-    results.put(uvloop.run(_clients(url, headers, params, offsets, seconds, ready)))
+    results.put(uvloop.run(_clients(url, headers, params, offsets, seconds, ready, worker_pid)))
 
 
 def load_endpoint(settings: Settings, key: str, path: str, seconds: float, clients: int, *,
                   no_cache: bool = False, processes: int = CLIENT_PROCESSES) -> dict[str, Any]:
     """``clients`` concurrent clients on ``path`` for ``seconds``, in client processes: latency percentiles,
-    requests/s, errors, share of answers with data and of cache hits."""
+    requests/s, errors, share of answers with data and of cache hits, and the worker's CPU time per request
+    (all it did in that time, over the requests: on a shared box steadier than the latencies)."""
     headers = {"Authorization": f"Bearer {key}"}
     if no_cache:
         headers["Cache-Control"] = "no-cache"
@@ -168,7 +230,8 @@ def load_endpoint(settings: Settings, key: str, path: str, seconds: float, clien
     ready, results = context.Barrier(processes), context.Queue()
     workers = [context.Process(target=_client_process, daemon=True,
                                args=(settings.api_url + path, headers, ENDPOINTS[path],
-                                     list(range(p, clients, processes)), seconds, ready, results))
+                                     list(range(p, clients, processes)), seconds, ready, serving_pid(settings),
+                                     results))
                for p in range(processes)]
     for worker in workers:
         worker.start()
@@ -186,15 +249,185 @@ def load_endpoint(settings: Settings, key: str, path: str, seconds: float, clien
             "p50_ms": summary["p50_ms"], "p95_ms": summary["p95_ms"], "p99_ms": summary["p99_ms"],
             "max_ms": summary["max_ms"], "errors": len(samples.errors), "error_statuses": sorted(set(samples.errors)),
             "non_empty_share": round(samples.non_empty / samples.ok, 3) if samples.ok else 0.0,
-            "hit_ratio": round(samples.hits / samples.ok, 3) if samples.ok else 0.0}
+            "hit_ratio": round(samples.hits / samples.ok, 3) if samples.ok else 0.0,
+            "worker_cpu_ms_per_request": round(samples.worker_cpu_s * 1000 / len(samples.latencies), 3)
+            if samples.latencies else None,
+            "window": [samples.began, samples.ended]}
 
 
 def _measure(settings: Settings, key: str, path: str, plan: Plan, *, no_cache: bool = False) -> dict[str, Any]:
     """The concurrent run, with the single-client run's figures under ``single_client``."""
     loaded = load_endpoint(settings, key, path, plan.api_s, plan.api_clients, no_cache=no_cache)
     alone = load_endpoint(settings, key, path, plan.api_s / SINGLE_CLIENT_SHARE, 1, no_cache=no_cache)
+    del loaded["window"]
     loaded["single_client"] = {k: alone[k] for k in ("p50_ms", "p99_ms", "rps")}
     return loaded
+
+
+class IngestBeside:
+    """Ticks produced at a steady rate to the worker in a thread of its own, and the ingest stage's commits of
+    them (see the module docstring): start it, run the windows, :meth:`stop` it, then ask :meth:`window`."""
+
+    def __init__(self, settings: Settings, rate: int) -> None:
+        self.settings = settings
+        self.rate = rate
+        self.sent: dict[int, list[tuple[int, float]]] = {}  # partition -> (offset, send time), acknowledged
+        self.polls: list[tuple[float, dict[int, int]]] = []  # (time, committed offset per partition)
+        self.failed_polls = 0
+        self.produced = 0
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ingest-beside", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._started.wait(timeout=60) or self._failure is not None:
+            raise RuntimeError(f"the producer beside the reads did not start: {self._failure!r}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        if self._failure is not None:
+            raise RuntimeError(f"the producer beside the reads failed: {self._failure!r}") from self._failure
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # noqa: BLE001 - reported by start/stop in the bench's thread
+            self._failure = exc
+            self._started.set()
+
+    async def _main(self) -> None:
+        producer = make_producer(self.settings)
+        watcher = AIOKafkaConsumer(**client_options(self.settings), group_id=stage_group(self.settings, "ingest"),
+                                   enable_auto_commit=False)
+        await producer.start()
+        await watcher.start()
+        try:
+            partitions = [TopicPartition(TICKS_TOPIC, p) for p in sorted(await producer.partitions_for(TICKS_TOPIC))]
+            poller = asyncio.create_task(self._poll(watcher, partitions))
+            self._started.set()
+            try:
+                await self._produce(producer)
+            finally:
+                poller.cancel()
+        finally:
+            await watcher.stop()
+            await producer.stop()
+
+    async def _produce(self, producer: Any) -> None:
+        rng = random.Random(5)
+        specs = [spec_of(symbol) for symbol in SYMBOL_NAMES]
+        keys = [f"{INGEST_TENANT}:{BROKER}:{symbol}".encode() for symbol in SYMBOL_NAMES]
+        started = time.monotonic()
+        while not self._stop.is_set():
+            due = int((time.monotonic() - started) * self.rate)
+            while self.produced < due:
+                k = self.produced % len(keys)
+                spec = specs[k]
+                mid = spec.price * (1 + rng.gauss(0, 1e-4))
+                sent_at = time.time()
+                value = orjson.dumps({
+                    "v": 1, "tenant": INGEST_TENANT, "broker": BROKER, "symbol": SYMBOL_NAMES[k],
+                    "time_msc": int(sent_at * 1000), "bid": round(mid - spec.spread / 2, spec.digits),
+                    "ask": round(mid + spec.spread / 2, spec.digits), "last": 0.0, "volume": self.produced,
+                    "volume_real": 0.0, "flags": 6})
+                future = await producer.send(TICKS_TOPIC, value, key=keys[k])
+                future.add_done_callback(lambda f, sent_at=sent_at: self._acknowledged(f, sent_at))
+                self.produced += 1
+            await asyncio.sleep(SLICE_S)
+        await producer.flush()
+
+    def _acknowledged(self, future: asyncio.Future[Any], sent_at: float) -> None:
+        if not future.cancelled() and future.exception() is None:
+            metadata = future.result()
+            self.sent.setdefault(metadata.partition, []).append((metadata.offset, sent_at))
+
+    async def _poll(self, watcher: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        while True:
+            try:
+                committed = {tp.partition: await watcher.committed(tp) or 0 for tp in partitions}
+            except Exception:  # noqa: BLE001 - a poll the broker did not answer is missed, not fatal
+                self.failed_polls += 1
+            else:
+                self.polls.append((time.time(), committed))
+            await asyncio.sleep(COMMIT_POLL_S)
+
+    def window(self, windows: list[tuple[float, float]]) -> dict[str, Any]:
+        """Ingestion over ``windows`` (epoch s, together): the rate committed, the produce → committed latency of
+        the ticks sent in them, and the lag in records (sent and acknowledged, not committed) at each poll."""
+        times = [at for at, _ in self.polls]
+        sent = {p: sorted(items) for p, items in self.sent.items()}
+        sent_times = {p: [at for _, at in items] for p, items in sent.items()}
+        committed = 0
+        seconds = 0.0
+        lags: list[int] = []
+        latencies: list[float] = []
+        for began, ended in windows:
+            first, last = bisect_right(times, began), bisect_right(times, ended) - 1
+            if last <= first:
+                continue
+            committed += sum(self.polls[last][1].values()) - sum(self.polls[first][1].values())
+            seconds += times[last] - times[first]
+            for at, offsets in self.polls[first:last + 1]:
+                lag = 0
+                for p, items in sent.items():
+                    newest = bisect_right(sent_times[p], at) - 1
+                    if newest >= 0:
+                        lag += max(0, items[newest][0] + 1 - offsets.get(p, 0))
+                lags.append(lag)
+            for p, items in sent.items():
+                poll = 0
+                for offset, sent_at in items[bisect_right(sent_times[p], began):bisect_right(sent_times[p], ended)]:
+                    while poll < len(self.polls) and (times[poll] < sent_at or self.polls[poll][1].get(p, 0) <= offset):
+                        poll += 1
+                    if poll < len(self.polls):
+                        latencies.append((times[poll] - sent_at) * 1000)
+        return {"seconds": round(seconds, 2), "rate": round(committed / seconds, 1) if seconds else 0.0,
+                "commit_latency": latency_summary(latencies) if latencies else None,
+                "lag_records": {"mean": round(sum(lags) / len(lags), 1), "max": max(lags)} if lags else None}
+
+
+def _ratio(with_reads: float | None, without: float | None) -> float | None:
+    return round(with_reads / without, 3) if with_reads is not None and without else None
+
+
+def run_under_ingest(settings: Settings, key: str, plan: Plan, reporter: Reporter) -> dict[str, Any]:
+    """The ``under_ingest`` figures (see the module docstring): reads and ingestion in alternating windows."""
+    ingest = IngestBeside(settings, plan.latency_rate)
+    endpoints: dict[str, dict[str, Any]] = {}
+    quiet: list[tuple[float, float]] = []
+
+    def pause() -> None:
+        began = time.time()
+        time.sleep(plan.api_s)
+        quiet.append((began, time.time()))
+
+    ingest.start()
+    try:
+        pause()
+        for path in UNDER_INGEST:
+            with reporter.step(f"API {path} with no-cache: {plan.api_clients} clients for {plan.api_s:g} s beside "
+                               f"{plan.latency_rate:,} ticks/s, then {plan.api_s:g} s of ticks alone"):
+                endpoints[path] = load_endpoint(settings, key, path, plan.api_s, plan.api_clients, no_cache=True)
+                pause()
+    finally:
+        ingest.stop()
+    reads = {path: tuple(figures.pop("window")) for path, figures in endpoints.items()}
+    for path, figures in endpoints.items():
+        figures["ingest"] = ingest.window([reads[path]])
+    without, with_reads = ingest.window(quiet), ingest.window(list(reads.values()))
+    latency = {"without": (without["commit_latency"] or {}).get("p99_ms"),
+               "with": (with_reads["commit_latency"] or {}).get("p99_ms")}
+    lag = {"without": (without["lag_records"] or {}).get("mean"), "with": (with_reads["lag_records"] or {}).get("mean")}
+    return {"rate": plan.latency_rate, "ticks_sent": ingest.produced, "tenant": INGEST_TENANT,
+            "commit_polls": len(ingest.polls), "failed_commit_polls": ingest.failed_polls,
+            "clients": plan.api_clients, "seconds_per_window": plan.api_s, "endpoints": endpoints,
+            "ingest_without_reads": without, "ingest_with_reads": with_reads,
+            "ingest_ratio": {"rate": _ratio(with_reads["rate"], without["rate"]),
+                             "commit_p99": _ratio(latency["with"], latency["without"]),
+                             "lag_records_mean": _ratio(lag["with"], lag["without"])}}
 
 
 def _line(label: str, e: dict[str, Any]) -> str:
@@ -214,6 +447,13 @@ def run_api(settings: Settings, plan: Plan, reporter: Reporter) -> dict[str, Any
         reporter.note(f"API {_line(path, endpoints[path])}")
         if path in CACHED:
             reporter.note(f"API {_line('  with no-cache', endpoints[path]['uncached'])}")
+    under_ingest = run_under_ingest(settings, key, plan, reporter)
+    for path, figures in under_ingest["endpoints"].items():
+        reporter.note(f"API {path} no-cache beside {plan.latency_rate:,} ticks/s: p50 {figures['p50_ms']:.2f} ms  "
+                      f"p99 {figures['p99_ms']:.2f} ms  {figures['rps']:,.0f} req/s  errors {figures['errors']}")
+    ratio = under_ingest["ingest_ratio"]
+    reporter.note(f"API ingest with reads / without: rate {ratio['rate']}, commit p99 {ratio['commit_p99']}, "
+                  f"lag {ratio['lag_records_mean']}")
     return {"clients": plan.api_clients, "client_processes": min(CLIENT_PROCESSES, plan.api_clients),
             "seconds_per_endpoint": plan.api_s, "tenant": TENANT, "cached_endpoints": list(CACHED),
-            "endpoints": endpoints}
+            "endpoints": endpoints, "under_ingest": under_ingest}

@@ -22,12 +22,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
                    "a partial run, e.g. full-api).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory of the results (default: bench/results).")
-@click.option("--profile", is_flag=True, help="Record py-spy profiles of the worker (ingest, full pipeline, latency).")
+@click.option("--profile", is_flag=True, help="Record py-spy profiles of the worker (ingest, full pipeline, latency) and of the replay.")
 @click.option("--only", "only", default=None, metavar="PHASES",
-              help="Run only these phases, comma-separated: ingest, full, api, latency, memory. api without full "
-                   "first runs one full-pipeline run to fill the stores (and says so).")
+              help="Run only these phases, comma-separated: ingest, replay, full, api, latency, memory. api without "
+                   "full first runs one full-pipeline run to fill the stores (and says so); replay without ingest "
+                   "preloads the ingest ticks and times one live worker run as its baseline.")
 def bench(quick: bool, name: str | None, out_dir: Path | None, profile: bool, only: str | None) -> None:
-    """Throughput against a ceiling and a peer, latency, API speed and memory, measured in one run."""
+    """Throughput against a ceiling and a peer, replay, latency, API speed and memory, measured in one run."""
     from bench.plan import FULL, QUICK
     from bench.runner import PHASES, RESULTS_DIR, run_bench, run_name
 

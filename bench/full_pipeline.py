@@ -11,6 +11,13 @@ pattern, edge and enriched signal of the backlog is written). Each run has a fre
 vectors and graphs. The report gives the rate as a ratio to (1) and what the
 last run derived (bars, patterns, edges, enriched signals).
 
+Per stage (``stages``, from the worker's own metrics, sampled while it runs: see
+:class:`bench.worker_run.StageSampler`; the run nearest the median): the records
+it consumed, the seconds from the worker's partition assignment to the stage's
+last commit, their ratio, the peak of its lag in records, and the seconds it
+spent in checkpoints. ``backfill``: the time one trading day of the bench's
+series would take at the measured rate.
+
 The worker of the last run keeps running with its data: the API benchmark
 (:mod:`bench.api_load`) queries it.
 """
@@ -31,8 +38,8 @@ from bench.preload import produce
 from bench.progress import Reporter
 from bench.stack import BenchStack
 from bench.stats import rate_summary
-from bench.worker_run import stored_rows, time_backlog
-from pipeline.config import Settings
+from bench.worker_run import StageSampler, stored_rows, time_backlog
+from pipeline.config import STAGE_NAMES, Settings
 from pipeline.contracts.topics import CANDLES_TOPIC, ENRICHED_TOPIC, SIGNALS_TOPIC, TICKS_TOPIC
 from pipeline.devstack.worker_process import WorkerProcess
 from pipeline.ops.sql_client import worker_query
@@ -41,6 +48,7 @@ from pipeline.stores.graph.falkordb import GRAPH_PREFIX
 
 PARTITIONS = 12
 TIMEOUT_S = 1800.0
+DAY_MS = 24 * 3_600_000
 
 
 def preload(bench: BenchStack, plan: Plan, reporter: Reporter) -> None:
@@ -76,6 +84,7 @@ async def _patterns(dsn: str) -> tuple[int, int]:
     connection = await asyncpg.connect(dsn)
     try:
         row = await connection.fetchrow("SELECT count(*), count(forward_return) FROM patterns")
+        assert row is not None  # an aggregate always has a row
         return int(row[0]), int(row[1])
     finally:
         await connection.close()
@@ -91,7 +100,7 @@ def run_full_pipeline(bench: BenchStack, plan: Plan, reporter: Reporter, ingest_
     preload(bench, plan, reporter)
     records = plan.full_records + plan.full_signals
     topics = {TICKS_TOPIC: PARTITIONS, SIGNALS_TOPIC: PARTITIONS}
-    runs = []
+    runs: list[dict[str, Any]] = []
     worker = None
     for run in range(1, plan.full_runs + 1):
         if worker is not None:
@@ -99,18 +108,34 @@ def run_full_pipeline(bench: BenchStack, plan: Plan, reporter: Reporter, ingest_
         bench.clear_derived()
         enriched_before = asyncio.run(count_records(bench.settings.bootstrap_servers, ENRICHED_TOPIC))
         worker = bench.worker(bench.contender_settings("full"))
+        sampler = StageSampler(worker.settings.api_url)
         with reporter.step(f"full pipeline run {run}/{plan.full_runs}", total=records):
             timeline = asyncio.run(time_backlog(worker, topics, records, timeout_s=TIMEOUT_S, on_poll=reporter.update,
                                                 profile_to=profile_to if run == plan.full_runs else None,
-                                                downstream=(CANDLES_TOPIC, ENRICHED_TOPIC)))
-        runs.append(timeline.as_dict())
+                                                downstream=(CANDLES_TOPIC, ENRICHED_TOPIC), sampler=sampler))
+        stages = {name: sampler.stages[name].as_dict(timeline.assigned) for name in STAGE_NAMES}
+        runs.append({**timeline.as_dict(), "stages": stages})
         reporter.note(f"full pipeline   run {run}: {timeline.rate:>10,.0f} records/s  ({records:,} in {timeline.seconds:.2f} s)")
     assert worker is not None
     summary = rate_summary([r["rate"] for r in runs])
+    median = summary["median"]
+    assert isinstance(median, float)
+    median_run = min(runs, key=lambda r: abs(r["rate"] - median))
     return {
         "ticks": plan.full_records, "signals": plan.full_signals, "event_span_ms": plan.full_span_ms,
         "runs": plan.full_runs, **summary, "details": runs,
-        "ratio_to_ingest": round(float(summary["median"]) / ingest_rate, 3),
+        "ratio_to_ingest": round(median / ingest_rate, 3),
+        "stages": median_run["stages"],
+        "backfill": backfill(plan, median),
         "derived": derived(worker.settings, enriched_before),
         "profile": timeline.profile,
     }, worker
+
+
+def backfill(plan: Plan, rate: float) -> dict[str, Any]:
+    """How long a replay of one trading day would take at the measured full-pipeline ``rate``: the day of the
+    bench's 150 series at the event-time density of its data (``full_records`` ticks per ``full_span_ms``)."""
+    ticks = round(plan.full_records * DAY_MS / plan.full_span_ms)
+    return {"volume": f"one trading day (24 h) of 150 symbols (3 tenants x 50) at their simulated rate in this "
+                      f"bench ({plan.full_records:,} ticks per {plan.full_span_ms / 3_600_000:g} h) = {ticks:,} ticks",
+            "ticks": ticks, "seconds_estimated": round(ticks / rate, 1) if rate > 0 else None}

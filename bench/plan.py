@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from pipeline.config import STAGE_NAMES
+
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 
@@ -32,6 +34,9 @@ class Plan:
     #: (5) memory: ticks through one worker, and the point the steady state is taken at
     memory_records: int
     memory_steady_at: int
+    #: (5) memory: the stages measured alone, one worker each, upstream first (a worker's start-up is most of a
+    #: quick run's share: the quick run measures one upstream and one downstream stage)
+    memory_stages: tuple[str, ...]
     #: consumer group session timeout of every consumer (tansu delays a first join by half of it)
     session_timeout_ms: int
 
@@ -43,12 +48,12 @@ FULL = Plan(
     mode="full", ingest_records=1_000_000, ingest_span_ms=MINUTE_MS, runs=3, faust_records=100_000,
     full_records=1_000_000, full_signals=5_000, full_span_ms=6 * HOUR_MS, full_runs=3,
     latency_rate=10_000, latency_s=60.0, api_s=10.0, api_clients=16,
-    memory_records=5_000_000, memory_steady_at=1_000_000, session_timeout_ms=6_000,
+    memory_records=5_000_000, memory_steady_at=1_000_000, memory_stages=STAGE_NAMES, session_timeout_ms=6_000,
 )
 
 QUICK = Plan(
     mode="quick", ingest_records=50_000, ingest_span_ms=MINUTE_MS, runs=1, faust_records=5_000,
     full_records=20_000, full_signals=100, full_span_ms=HOUR_MS, full_runs=1,
     latency_rate=2_000, latency_s=5.0, api_s=1.0, api_clients=16,
-    memory_records=60_000, memory_steady_at=20_000, session_timeout_ms=3_000,
+    memory_records=60_000, memory_steady_at=20_000, memory_stages=("ingest", "patterns"), session_timeout_ms=3_000,
 )

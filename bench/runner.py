@@ -1,8 +1,9 @@
-"""One benchmark run, start to finish: its own stack, the five measurements, the results.
+"""One benchmark run, start to finish: its own stack, the six measurements, the results.
 
-Order: (1) ingest, (2) full pipeline, (4) API on the last full-pipeline
-worker (which holds derived data), (3) latency, (5) memory. Each phase that
-needs it starts from empty topics and stores. The stack is stopped and its
+Order: (1) ingest, replay (of (1)'s ticks, still in the topic, into empty
+stores), (2) full pipeline, (4) API on the last full-pipeline worker (which
+holds derived data), (3) latency, (5) memory. Each phase that needs it starts
+from empty topics and stores. The stack is stopped and its
 state deleted at the end, whatever happened.
 
 A partial run (``tickwire bench --only PHASES``, :data:`PHASES`) runs only
@@ -11,7 +12,8 @@ The API phase needs a worker holding the full pipeline's data: without the
 full phase it first runs one full-pipeline run of the plan's size
 (:func:`run_api_preload`: one run instead of ``full_runs``, reported under
 ``api.preload``, not as the full phase's figures). Without the ingest phase
-the full pipeline's ratio to ingest is null.
+the full pipeline's ratio to ingest is null, and the replay phase preloads
+(1)'s ticks and times one live worker run itself as its baseline.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench.api_load import ENDPOINTS, run_api
+from bench.api_load import ENDPOINTS, UNDER_INGEST, run_api
 from bench.chart import write_chart
 from bench.full_pipeline import run_full_pipeline
 from bench.ingest import CONTENDERS, run_ingest
@@ -38,6 +40,7 @@ from bench.memory import run_memory
 from bench.peer_env import QUIXSTREAMS
 from bench.plan import Plan
 from bench.progress import Reporter
+from bench.replay import run_replay
 from bench.report import print_tables, targets, write_json
 from bench.stack import BenchStack
 from pipeline.config import Settings
@@ -45,7 +48,7 @@ from pipeline.devstack.worker_process import WorkerProcess
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: The phases of a run, in the order they run.
-PHASES = ("ingest", "full", "api", "latency", "memory")
+PHASES = ("ingest", "replay", "full", "api", "latency", "memory")
 
 
 def _versions() -> dict[str, str]:
@@ -61,8 +64,9 @@ def _machine() -> dict[str, Any]:
 def steps(plan: Plan, phases: tuple[str, ...] = PHASES) -> int:
     """Steps of the progress display of ``phases`` (with the API's preload when the full phase is not run)."""
     full = 1 + plan.full_runs
-    counts = {"ingest": 1 + plan.runs * len(CONTENDERS), "full": full,
-              "api": len(ENDPOINTS) + (0 if "full" in phases else 2), "latency": 2, "memory": 2}
+    counts = {"ingest": 1 + plan.runs * len(CONTENDERS), "replay": plan.runs + (0 if "ingest" in phases else 2),
+              "full": full, "api": len(ENDPOINTS) + len(UNDER_INGEST) + (0 if "full" in phases else 2), "latency": 2,
+              "memory": 2 + (1 + len(plan.memory_stages) if plan.memory_stages else 0)}
     return sum(counts[phase] for phase in phases)
 
 
@@ -109,8 +113,11 @@ def run_bench(plan: Plan, name: str, out_dir: Path, console: Console, *, profile
         with Reporter(console, steps(plan, phases)) as reporter:
             if "ingest" in phases:
                 results["ingest"] = run_ingest(bench, plan, reporter, profile_file("ingest"))
+            ingest = results["ingest"]["contenders"]["tickwire"]["median"] if "ingest" in phases else math.nan
+            if "replay" in phases:
+                results["replay"] = run_replay(bench, plan, reporter, None if math.isnan(ingest) else ingest,
+                                               profile_file("replay"))
             if "full" in phases:
-                ingest = results["ingest"]["contenders"]["tickwire"]["median"] if "ingest" in phases else math.nan
                 results["full_pipeline"], worker = run_full_pipeline(bench, plan, reporter, ingest, profile_file("full"))
                 if "ingest" not in phases:
                     results["full_pipeline"]["ratio_to_ingest"] = None  # no ingest figure in this run

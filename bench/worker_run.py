@@ -22,13 +22,17 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from dataclasses import dataclass
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.profile import Profiler
 from pipeline.config import Settings
@@ -40,6 +44,8 @@ from pipeline.runtime.source import stage_group
 from pipeline.runtime.topology import consumers_of
 
 POLL_S = 0.02
+#: How often :class:`StageSampler` reads the worker's ``/metrics`` (each read costs the busy worker a little).
+SAMPLE_S = 2.0
 _ASSIGNED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z INFO tickwire\.source: stage ingest: assigned \d+ partitions", re.M)
 
 
@@ -132,14 +138,27 @@ def assigned_at(log_text: str) -> float | None:
 
 async def time_backlog(worker: WorkerProcess, topics: dict[str, int], records: int, *, timeout_s: float,
                        on_poll: Callable[[int], None] | None = None, profile_to: Path | None = None,
-                       downstream: Sequence[str] = ()) -> WorkerTimeline:
+                       downstream: Sequence[str] = (), sampler: StageSampler | None = None) -> WorkerTimeline:
     """Start ``worker`` (not started yet) and time it through ``records`` committed records of ``topics`` and then,
     with ``downstream`` (derived topics), until the stages that read those have committed all of them too.
 
-    With ``profile_to``, py-spy records the worker from its first commit to its last into that file.
+    With ``profile_to``, py-spy records the worker from its first commit to its last into that file; with
+    ``sampler``, its metrics are sampled from its start to the last commit.
     """
     spawned = time.time()
     worker.start()
+    sampling = asyncio.create_task(sampler.run()) if sampler is not None else None
+    try:
+        return await _time_started(worker, records, topics, timeout_s, on_poll, profile_to, downstream, spawned)
+    finally:
+        if sampler is not None and sampling is not None:
+            sampler.stop()
+            await sampling
+
+
+async def _time_started(worker: WorkerProcess, records: int, topics: dict[str, int], timeout_s: float,
+                        on_poll: Callable[[int], None] | None, profile_to: Path | None, downstream: Sequence[str],
+                        spawned: float) -> WorkerTimeline:
     ready = first = last = None
     profiler = None
     deadline = time.monotonic() + timeout_s
@@ -181,3 +200,81 @@ def stored_rows(settings: Settings, table: str = "ticks") -> int:
     """Rows of ``table`` a query sees (``FINAL``: one per identity), through the worker."""
     lines = worker_query(settings, f"SELECT count() AS n FROM tickwire.{table} FINAL") or []
     return int(orjson.loads(lines[0])["n"]) if lines else 0
+
+
+@dataclass
+class StageFigures:
+    """One stage through a backlog, from the worker's own metrics."""
+
+    #: records the stage fetched from its input topics
+    records: int = 0
+    #: epoch s of the stage's last checkpoint that committed offsets (None: it committed nothing)
+    last_commit: float | None = None
+    #: the greatest lag (records, summed over its partitions) seen while sampling
+    peak_lag: int = 0
+    #: seconds the stage spent in checkpoints (flushing its sinks and the producer, committing)
+    checkpoint_s: float = 0.0
+
+    def as_dict(self, started: float) -> dict[str, float | int]:
+        """The figures, timed from ``started`` (epoch s: the worker's partition assignment) to the last commit."""
+        seconds = max(0.0, (self.last_commit or started) - started)
+        return {"records": self.records, "seconds": round(seconds, 3),
+                "records_per_s": round(self.records / seconds, 1) if seconds else 0.0, "peak_lag": self.peak_lag,
+                "checkpoint_seconds": round(self.checkpoint_s, 3)}
+
+
+@dataclass
+class StageSampler:
+    """Samples a worker's Prometheus ``/metrics`` every :data:`SAMPLE_S` while it works through a backlog: per stage,
+    the records consumed (``tickwire_records_consumed_total``), the last commit
+    (``tickwire_last_checkpoint_timestamp_seconds``), the time in checkpoints (``tickwire_checkpoint_seconds``) and
+    the peak of its lag (``tickwire_consumer_lag`` summed over partitions, as the worker's lag probe set it)."""
+
+    api_url: str
+    stages: dict[str, StageFigures] = field(default_factory=lambda: defaultdict(StageFigures))
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        """Sample until :meth:`stop`, then once more."""
+        while not self._stop.is_set():
+            await self.sample()
+            try:
+                await asyncio.wait_for(self._stop.wait(), SAMPLE_S)
+            except TimeoutError:
+                pass
+        await self.sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def sample(self) -> None:
+        text = await asyncio.to_thread(self._read)
+        if text is None:
+            return
+        lag: dict[str, float] = defaultdict(float)
+        consumed: dict[str, float] = defaultdict(float)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                stage = sample.labels.get("stage")
+                if stage is None:
+                    continue
+                if sample.name == "tickwire_records_consumed_total":
+                    consumed[stage] += sample.value
+                elif sample.name == "tickwire_consumer_lag":
+                    lag[stage] += sample.value
+                elif sample.name == "tickwire_last_checkpoint_timestamp_seconds":
+                    self.stages[stage].last_commit = sample.value
+                elif sample.name == "tickwire_checkpoint_seconds_sum":
+                    self.stages[stage].checkpoint_s = sample.value
+        for stage, records in consumed.items():
+            self.stages[stage].records = int(records)
+        for stage, records in lag.items():
+            self.stages[stage].peak_lag = max(self.stages[stage].peak_lag, int(records))
+
+    def _read(self) -> str | None:
+        try:
+            with urllib.request.urlopen(self.api_url + "/metrics", timeout=10) as response:
+                text: str = response.read().decode()
+                return text
+        except (urllib.error.URLError, TimeoutError, ConnectionError):
+            return None  # starting, or too busy to answer this time

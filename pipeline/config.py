@@ -9,6 +9,7 @@ by its environment variable.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -24,6 +25,12 @@ ENV_PREFIX = "TICKWIRE_"
 #: Every stage, in topology order (upstream first); see pipeline.runtime.topology.
 STAGE_NAMES = ("ingest", "signals", "patterns", "graph", "outcomes")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_read_sessions(cpus: int | None) -> int:
+    """Read-only ClickHouse sessions when not set: two per CPU (chDB runs one query per session at a time, and
+    the sessions' queries concurrently), at least 4, at most 64."""
+    return min(64, max(4, 2 * (cpus or 1)))
 
 
 class SettingsError(ValueError):
@@ -186,7 +193,9 @@ class Settings(BaseSettings):
                     "at fault are isolated and dead-lettered.")
 
     # reads: the query API and operator SQL never use a stage's ClickHouse session
-    analytics_read_sessions: int = Field(4, ge=1, le=64, description="Read-only ClickHouse sessions for API reads.")
+    analytics_read_sessions: int = Field(
+        default_factory=lambda: default_read_sessions(os.cpu_count()), ge=1, le=64,
+        description="Read-only ClickHouse sessions for API reads and operator SQL (default: 2 per CPU, at least 4).")
     api_query_timeout_s: float = Field(5.0, gt=0, le=300, description="An API read is cancelled in the store after this.")
     sql_timeout_s: float = Field(30.0, gt=0, le=3600, description="An operator `tickwire sql` query is cancelled after this.")
     api_rate_per_s: float = Field(200.0, gt=0, description="Requests per second per API key (token bucket refill).")

@@ -35,7 +35,8 @@ kept for the next request): the uncached service time, on demand.
 
 Only a computation queries the store, so only it holds one of the tenant's
 query slots (:mod:`pipeline.api.query_slots`, taken by the ``compute`` that
-:mod:`pipeline.api.app` passes); a kept answer, or waiting for a running
+:mod:`pipeline.api.app` passes, or by the batch its read joins:
+:mod:`pipeline.api.batched_reads`); a kept answer, or waiting for a running
 computation, needs none.
 """
 

@@ -4,38 +4,43 @@ One row per bar (an amended bar replaces the bar it amends), with its
 indicators (pipeline.contracts.indicators; one in its warm-up is absent; bars
 stored before indicators existed have none). Only the caller's tenant; an
 unknown symbol gives an empty list. ``/v1/indicators`` answers the same bars
-with only their indicators, all or the ones named.
+with only their indicators, all or the ones named. Computed answers of
+concurrent requests that differ only by symbol share one query
+(:mod:`pipeline.api.batched_reads`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.api.context import ApiContext
 from pipeline.api.errors import bad_parameter
-from pipeline.api.pages import LIMIT_SQL, Page, page_params
+from pipeline.api.pages import Page, page_of_each_symbol, page_params
 from pipeline.api.params import Param, broker_param, symbol_param, timeframe_param
 from pipeline.api.routes import Call, Route
 from pipeline.config import Settings
+from pipeline.stores.analytics import Queries
 
+#: The order of a list of bars: newest first, then by broker.
+BARS_ORDER = "start DESC, broker"
+#: The queries of a page of each of some symbols' bars (then page_of_each_symbol), as
+#: :mod:`pipeline.api.batched_reads` coalesces them.
 CANDLES_SQL = """
 SELECT broker, symbol, timeframe, toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms,
        open, high, low, close, bid_close, ask_close, spread_avg, spread_min, spread_max, ticks, volume, volume_real,
        indicators
 FROM {db}.candles FINAL
 WHERE {where}
-ORDER BY start DESC, broker
-""" + LIMIT_SQL
-
+"""
 INDICATORS_SQL = """
 SELECT broker, symbol, timeframe, toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms,
        {indicators} AS indicators
 FROM {db}.candles FINAL
 WHERE {where}
-ORDER BY start DESC, broker
-""" + LIMIT_SQL
+"""
 
 
 @dataclass(frozen=True)
@@ -55,20 +60,47 @@ class NameList(Param):
         return {"type": "string", "pattern": f"^{one}(,{one})*$"}
 
 
+@dataclass(frozen=True)
+class BarPages:
+    """What concurrent bar requests share to be answered by one query (:mod:`pipeline.api.batched_reads`):
+    all but the symbol. ``template``: the query; ``extra``: its own parameters."""
+
+    reads: Queries
+    template: str
+    tenant: str
+    timeframe: str
+    broker: str | None
+    page: Page
+    extra: tuple[tuple[str, Any], ...]
+
+
 async def _bars(ctx: ApiContext, call: Call, template: str, extra: dict[str, Any]) -> dict[str, Any]:
     """One page of the caller's bars of a symbol and timeframe (``template``: the query), newest first."""
     page = Page.of(call.params)
-    where = ["tenant = {tenant:String}", "symbol = {symbol:String}", "timeframe = {timeframe:String}",
-             *page.conditions("start")]
-    parameters = {"tenant": call.tenant, "symbol": call.params["symbol"], "timeframe": call.params["timeframe"],
-                  **page.parameters(), **extra}
-    if call.params["broker"] is not None:
-        where.append("broker = {broker:String}")
-        parameters["broker"] = call.params["broker"]
-    sql = template.replace("{db}", ctx.reads.database).replace("{where}", " AND ".join(where))
+    pages = BarPages(ctx.reads, template, call.tenant, call.params["timeframe"], call.params["broker"], page,
+                     tuple(extra.items()))
     async with ctx.using("clickhouse"):
-        columns, rows = await ctx.reads.query(sql, parameters)
-    return {"data": [dict(zip(columns, row)) for row in rows], "next_cursor": page.next_cursor([row[3] for row in rows])}
+        data = await ctx.batched.read(bar_pages, call.tenant, pages, call.params["symbol"])
+    return {"data": data, "next_cursor": page.next_cursor([row["start_ms"] for row in data])}
+
+
+async def bar_pages(pages: BarPages, symbols: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The page of each of ``symbols``, in one query."""
+    where = ["tenant = {tenant:String}", "symbol IN {symbols:Array(String)}", "timeframe = {timeframe:String}",
+             *pages.page.conditions("start")]
+    parameters = {"tenant": pages.tenant, "symbols": list(symbols), "timeframe": pages.timeframe,
+                  **pages.page.parameters(), **{name: list(value) if isinstance(value, tuple) else value
+                                                for name, value in pages.extra}}
+    if pages.broker is not None:
+        where.append("broker = {broker:String}")
+        parameters["broker"] = pages.broker
+    sql = (pages.template.replace("{db}", pages.reads.database).replace("{where}", " AND ".join(where))
+           + page_of_each_symbol(BARS_ORDER, len(symbols)))
+    columns, rows = await pages.reads.query(sql, parameters)
+    found: dict[str, list[dict[str, Any]]] = {symbol: [] for symbol in symbols}
+    for row in rows:
+        found[row[1]].append(dict(zip(columns, row)))
+    return found
 
 
 async def candles(ctx: ApiContext, call: Call) -> dict[str, Any]:
@@ -80,7 +112,7 @@ async def indicators(ctx: ApiContext, call: Call) -> dict[str, Any]:
     if names is None:
         return await _bars(ctx, call, INDICATORS_SQL.replace("{indicators}", "indicators"), {})
     chosen = "mapFilter((name, value) -> has({names:Array(String)}, name), indicators)"
-    return await _bars(ctx, call, INDICATORS_SQL.replace("{indicators}", chosen), {"names": list(names)})
+    return await _bars(ctx, call, INDICATORS_SQL.replace("{indicators}", chosen), {"names": names})
 
 
 _NUMBER = {"type": "number"}
@@ -130,7 +162,7 @@ def routes(settings: Settings) -> tuple[Route, ...]:
     timeframes = tuple(tf.name for tf in settings.timeframes)
     return (
         Route("GET", "/v1/candles", "Bars of a symbol on a timeframe, newest first", "candles", candles, "CandlePage",
-              params=(symbol_param(), timeframe_param(timeframes), broker_param(), *page_params("bars")), cached=True,
+              params=(symbol_param(), timeframe_param(timeframes), broker_param(), *page_params("bars")), cached=True, queries=False,
               description="OHLC of the mid price per bar (windows [start_ms, end_ms): epoch-aligned below a day, from a "
                           "day on aligned to the broker's trading day), with bid/ask close, spread statistics, tick "
                           "count, volume and indicators. `from`/`to` bound the bar's start. " + _KEPT),
@@ -139,7 +171,7 @@ def routes(settings: Settings) -> tuple[Route, ...]:
               params=(symbol_param(), timeframe_param(timeframes),
                       NameList("names", "Only these indicators, comma separated (absent: all).",
                                settings.indicators.names),
-                      broker_param(), *page_params("bars")), cached=True,
+                      broker_param(), *page_params("bars")), cached=True, queries=False,
               description="Per bar (as /v1/candles), the indicators computed when it closed: from the bar and the "
                           "bars before it (TICKWIRE_INDICATOR_WINDOW_BARS; VWAP from the start of its trading day). "
                           "An indicator in its warm-up is absent from the bar's map. " + _KEPT),

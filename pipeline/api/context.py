@@ -14,7 +14,8 @@ builder chooses (:mod:`pipeline.api.answer_cache`), the coalescing reader
 of hot keys (:mod:`pipeline.api.hot_reads`), and the limits that keep one
 client or tenant from slowing the others: requests per key
 (:mod:`pipeline.api.rate_limit`), store queries per tenant
-(:mod:`pipeline.api.query_slots`) and open tick streams
+(:mod:`pipeline.api.query_slots`, taken per request or, for reads coalesced
+across requests, per batch: :mod:`pipeline.api.batched_reads`) and open tick streams
 (:mod:`pipeline.api.stream_slots`), which :meth:`ApiContext.close` ends.
 """
 
@@ -31,6 +32,7 @@ import redis.asyncio as redis
 
 from pipeline.api.answer_cache import AnswerCache, for_seconds
 from pipeline.api.auth import Authenticator
+from pipeline.api.batched_reads import BatchedReads
 from pipeline.api.errors import ApiError, unavailable
 from pipeline.api.health import Health
 from pipeline.api.hot_reads import HotKeyReader
@@ -87,6 +89,9 @@ class ApiContext:
         self.rates = KeyRateLimiter(settings.api_rate_per_s, settings.api_rate_burst)
         #: Store queries running at once per tenant (:mod:`pipeline.api.query_slots`).
         self.query_slots = TenantQuerySlots(settings.api_tenant_queries, settings.api_query_timeout_s)
+        #: Concurrent reads of one kind by one tenant, one store query per batch, in those slots
+        #: (:mod:`pipeline.api.batched_reads`).
+        self.batched = BatchedReads(self.query_slots)
         #: Open tick streams per key, tenant and process (:mod:`pipeline.api.stream_slots`).
         self.streams = StreamSlots(settings.api_streams_per_key, settings.api_streams_per_tenant,
                                    settings.api_streams_max)

@@ -69,6 +69,16 @@ def page_params(what: str) -> tuple[Param, ...]:
 LIMIT_SQL = "LIMIT {page_limit:UInt32} OFFSET {page_skip:UInt32}"
 
 
+def page_of_each_symbol(order: str, symbols: int) -> str:
+    """The ORDER BY (``order``: the list's order) and LIMIT of a query over ``symbols`` symbols answering the same
+    page of each, as one query answers concurrent requests (:mod:`pipeline.api.batched_reads`): for several,
+    ``ORDER BY symbol, ... LIMIT ... BY symbol``; for one, the plain page, which ClickHouse reads as a top-N
+    (measured with chDB: ~3 ms less per query than ``LIMIT BY``)."""
+    if symbols == 1:
+        return f"ORDER BY {order}\n{LIMIT_SQL}"
+    return f"ORDER BY symbol, {order}\nLIMIT {{page_limit:UInt32}} OFFSET {{page_skip:UInt32}} BY symbol"
+
+
 @dataclass(frozen=True)
 class Page:
     """One page request: the time bounds and position, as SQL conditions and parameters."""
@@ -93,9 +103,14 @@ class Page:
             found.append(f"{column} <= fromUnixTimestamp64Milli({{page_at:Int64}})")
         return found
 
+    @property
+    def skip(self) -> int:
+        """Rows at the position's time to skip (0 without a cursor)."""
+        return self.position.skip if self.position else 0
+
     def parameters(self) -> dict[str, Any]:
-        """Values of the parameters that :meth:`conditions` and :data:`LIMIT_SQL` refer to."""
-        values: dict[str, Any] = {"page_limit": self.limit, "page_skip": self.position.skip if self.position else 0}
+        """Values of the parameters that :meth:`conditions`, :data:`LIMIT_SQL` and :func:`page_of_each_symbol` refer to."""
+        values: dict[str, Any] = {"page_limit": self.limit, "page_skip": self.skip}
         if self.start_ms is not None:
             values["page_from"] = self.start_ms
         if self.end_ms is not None:

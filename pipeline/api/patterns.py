@@ -10,6 +10,9 @@ only ever considers the tenant it is given: here, always the caller's.
   (any symbol) whose forward return is known. With several brokers quoting
   the symbol, the one with the newest bar is used (or ``broker`` if given).
   Fewer than ``WINDOW_BARS + 1`` bars (or a flat window): no shape, empty list.
+  The current shapes of concurrent requests (one tenant and timeframe) are read
+  in one batch (:mod:`pipeline.api.batched_reads`); each search then runs in
+  one of the tenant's query slots.
 - ``search``: the same search for a vector the caller brings
   (:data:`~pipeline.derive.embedding.DIMENSION` numbers), with optional filters.
   Cosine distance ignores length, so the vector is used by its direction; the
@@ -19,6 +22,8 @@ only ever considers the tenant it is given: here, always the caller's.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -29,8 +34,10 @@ from pipeline.api.params import MAX_TIME_MS, Integer, broker_param, openapi_patt
 from pipeline.api.routes import Body, Call, Route
 from pipeline.config import Settings
 from pipeline.contracts.schemas import BROKER, SYMBOL
-from pipeline.derive.current_shape import shapes_of_symbol
+from pipeline.derive import current_shape
+from pipeline.derive.current_shape import Shape
 from pipeline.derive.embedding import DIMENSION
+from pipeline.stores.analytics import Queries
 from pipeline.stores.vectors.base import PatternMatch
 
 #: The most results one search returns.
@@ -69,17 +76,43 @@ def _direction(vector: list[float]) -> list[float] | None:
     return [x / norm for x in scaled]
 
 
+@dataclass(frozen=True)
+class CurrentShapes:
+    """What concurrent ``similar`` requests share to have their current shapes read by one batch: all but the
+    symbol (:mod:`pipeline.api.batched_reads`)."""
+
+    reads: Queries
+    tenant: str
+    timeframe: str
+    broker: str | None
+
+
+async def current_shapes(group: CurrentShapes, symbols: Sequence[str]) -> dict[str, list[Shape]]:
+    """The current shape of each of ``symbols`` at each broker (or only ``group.broker``) that has one, in one query
+    (the definition of :mod:`pipeline.derive.current_shape`, for several symbols at once)."""
+    where = "tenant = {tenant:String} AND symbol IN {symbols:Array(String)}"
+    parameters: dict[str, Any] = {"tenant": group.tenant, "symbols": list(symbols)}
+    if group.broker is not None:
+        where += " AND broker = {broker:String}"
+        parameters["broker"] = group.broker
+    found: dict[str, list[Shape]] = {symbol: [] for symbol in symbols}
+    for shape in (await current_shape._shapes(group.reads, group.timeframe, where, parameters)).values():
+        found[shape.series[2]].append(shape)
+    return found
+
+
 async def similar(ctx: ApiContext, call: Call) -> dict[str, Any]:
     symbol, timeframe, broker = call.params["symbol"], call.params["timeframe"], call.params["broker"]
     async with ctx.using("clickhouse"):
-        shapes = await shapes_of_symbol(ctx.reads, timeframe, call.tenant, symbol, broker)
+        shapes = await ctx.batched.read(current_shapes, call.tenant, CurrentShapes(ctx.reads, call.tenant, timeframe, broker),
+                                        symbol)
     if not shapes:
         return {"query": None, "data": []}
-    shape = min(shapes.values(), key=lambda s: (-s.window_end_ms, s.series[1]))  # newest bar, then broker name
+    shape = min(shapes, key=lambda s: (-s.window_end_ms, s.series[1]))  # newest bar, then broker name
     query = {"broker": shape.series[1], "symbol": symbol, "timeframe": timeframe, "window_end_ms": shape.window_end_ms}
     if shape.vector is None:
         return {"query": query, "data": []}
-    async with ctx.using("vector"):
+    async with ctx.query_slots.slot(call.tenant), ctx.using("vector"):
         matches = await ctx.vectors.search(call.tenant, shape.vector, call.params["k"], timeframe=timeframe,
                                            before_ms=shape.window_end_ms, with_forward_return_only=True)
     return {"query": query, "data": [_match(m) for m in matches]}
@@ -168,6 +201,7 @@ def routes(settings: Settings) -> tuple[Route, ...]:
               "SimilarPatterns", params=(symbol_param(), timeframe_param(tuple(timeframes)), k,
                                          broker_param("The broker whose bars make the current shape "
                                                       "(absent: the one with the newest bar).")),
+              queries=False,
               description="Embeds the symbol's last closed bars and returns the nearest earlier windows of this "
                           "tenant on that timeframe whose forward return is known, nearest first."),
         Route("POST", "/v1/patterns/search", "Windows nearest to a given embedding", "patterns", search,

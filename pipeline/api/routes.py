@@ -61,7 +61,8 @@ class Route:
     (:mod:`pipeline.api.answer_cache`), for routes that only read ClickHouse.
     ``queries``: the handler queries the stores, so (for a route with a key) it runs
     in one of the tenant's query slots (:mod:`pipeline.api.query_slots`); false for
-    routes that only read the hot cache.
+    routes that only read the hot cache, and for routes whose store reads take the
+    tenant's slots themselves, one per store query (:mod:`pipeline.api.batched_reads`).
     ``response`` names the components schema of the success body (status ``status``);
     ``errors`` lists the other statuses the handler itself may answer (parameter, auth
     and availability errors are documented for every route that can have them, see

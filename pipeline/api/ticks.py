@@ -8,31 +8,50 @@ with the tenant of the key. An unknown symbol or broker gives an empty
 :class:`~pipeline.api.hot_reads.HotKeyReader`, which coalesces concurrent
 reads into one round trip, each issued after its request arrived): its answer
 is as fresh as the cache. ``history`` answers are kept in the answer cache
-(:mod:`pipeline.api.answer_cache`).
+(:mod:`pipeline.api.answer_cache`); computed ones of concurrent requests that
+differ only by symbol share one query (:mod:`pipeline.api.batched_reads`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.api.context import ApiContext, store_failed
-from pipeline.api.pages import LIMIT_SQL, DepthHints, Page, page_params
+from pipeline.api.pages import DepthHints, Page, page_of_each_symbol, page_params
 from pipeline.api.params import broker_param, symbol_param
 from pipeline.api.routes import Call, Route
 from pipeline.config import Settings
 from pipeline.contracts.cache_keys import hot_key
+from pipeline.stores.analytics import Queries
 
 _LATEST_FIELDS = ("time_msc", "bid", "ask", "last", "volume", "flags")
 #: A series may hold millions of ticks while a page needs a hundred: a repeated page
 #: reads only the newest part of it (see DepthHints; the answer is the same).
 _depths = DepthHints()
 
+#: A page of each of some symbols (see page_of_each_symbol), as :mod:`pipeline.api.batched_reads` coalesces them.
 TICKS_SQL = """
 SELECT broker, symbol, toUnixTimestamp64Milli(time) AS time_msc, bid, ask, last, volume, volume_real, flags
 FROM {db}.ticks FINAL
 WHERE {where}
-ORDER BY time DESC, broker, bid, ask, last, volume, volume_real, flags
-""" + LIMIT_SQL
+"""
+TICKS_ORDER = "time DESC, broker, bid, ask, last, volume, volume_real, flags"
+
+
+@dataclass(frozen=True)
+class TickPages:
+    """What concurrent ``/v1/ticks`` requests share to be answered by one query: all but the symbol."""
+
+    reads: Queries
+    tenant: str
+    broker: str | None
+    page: Page
+
+    def shape(self, symbol: str) -> tuple[Any, ...]:
+        """The request for ``symbol``, as :class:`DepthHints` knows it."""
+        return (self.tenant, symbol, self.broker, self.page.start_ms, self.page.end_ms, self.page.position)
 
 
 async def read_latest(ctx: ApiContext, tenant: str, broker: str, symbol: str) -> dict[str, Any] | None:
@@ -57,31 +76,51 @@ async def latest(ctx: ApiContext, call: Call) -> dict[str, Any]:
 
 async def history(ctx: ApiContext, call: Call) -> dict[str, Any]:
     page = Page.of(call.params)
-    where = ["tenant = {tenant:String}", "symbol = {symbol:String}", *page.conditions("time")]
-    parameters = {"tenant": call.tenant, "symbol": call.params["symbol"], **page.parameters()}
-    if call.params["broker"] is not None:
-        where.append("broker = {broker:String}")
-        parameters["broker"] = call.params["broker"]
-    shape = (call.tenant, call.params["symbol"], call.params["broker"], page.start_ms, page.end_ms, page.position)
-    depth = page.limit + parameters["page_skip"]
-    bound = _depths.bound(shape, depth)
-    rows: list[tuple[Any, ...]] = []
-    columns: list[str] = []
-    if bound is not None:
-        bounded = [*where, "time >= fromUnixTimestamp64Milli({bound:Int64})"]
-        columns, rows = await _query(ctx, bounded, {**parameters, "bound": bound})
-    if len(rows) < page.limit:  # no bound known, or (rarely) it did not hold: the whole range
-        columns, rows = await _query(ctx, where, parameters)
-    if len(rows) == page.limit:
-        _depths.remember(shape, depth, rows[-1][2])
-    data = [dict(zip(columns, row)) for row in rows]
-    return {"data": data, "next_cursor": page.next_cursor([row[2] for row in rows])}
-
-
-async def _query(ctx: ApiContext, where: list[str], parameters: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
-    sql = TICKS_SQL.replace("{db}", ctx.reads.database).replace("{where}", " AND ".join(where))
+    pages = TickPages(ctx.reads, call.tenant, call.params["broker"], page)
     async with ctx.using("clickhouse"):
-        return await ctx.reads.query(sql, parameters)
+        data = await ctx.batched.read(tick_pages, call.tenant, pages, call.params["symbol"])
+    return {"data": data, "next_cursor": page.next_cursor([row["time_msc"] for row in data])}
+
+
+async def tick_pages(pages: TickPages, symbols: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The page of each of ``symbols``, in one query (two if a remembered depth did not hold)."""
+    depth = pages.page.limit + pages.page.skip
+    bounds = {symbol: _depths.bound(pages.shape(symbol), depth) for symbol in symbols}
+    found = await _query(pages, bounds)
+    short = [symbol for symbol, bound in bounds.items() if bound is not None and len(found[symbol]) < pages.page.limit]
+    if short:  # (rarely) a remembered depth did not hold: the whole range of those symbols
+        found.update(await _query(pages, dict.fromkeys(short)))
+    for symbol, rows in found.items():
+        if len(rows) == pages.page.limit:
+            _depths.remember(pages.shape(symbol), depth, rows[-1]["time_msc"])
+    return found
+
+
+async def _query(pages: TickPages, bounds: dict[str, int | None]) -> dict[str, list[dict[str, Any]]]:
+    """Each symbol's page, from ``bounds[symbol]`` on (epoch ms; None: its whole range)."""
+    symbols = list(bounds)
+    where = ["tenant = {tenant:String}", "symbol IN {symbols:Array(String)}", *pages.page.conditions("time")]
+    parameters: dict[str, Any] = {"tenant": pages.tenant, "symbols": symbols, **pages.page.parameters()}
+    if pages.broker is not None:
+        where.append("broker = {broker:String}")
+        parameters["broker"] = pages.broker
+    if any(bound is not None for bound in bounds.values()):
+        ranges = []
+        for i, (symbol, bound) in enumerate(bounds.items()):
+            parameters[f"symbol_{i}"] = symbol
+            if bound is None:
+                ranges.append(f"symbol = {{symbol_{i}:String}}")
+            else:
+                parameters[f"bound_{i}"] = bound
+                ranges.append(f"(symbol = {{symbol_{i}:String}} AND time >= fromUnixTimestamp64Milli({{bound_{i}:Int64}}))")
+        where.append("(" + " OR ".join(ranges) + ")")
+    sql = (TICKS_SQL.replace("{db}", pages.reads.database).replace("{where}", " AND ".join(where))
+           + page_of_each_symbol(TICKS_ORDER, len(symbols)))
+    columns, rows = await pages.reads.query(sql, parameters)
+    found: dict[str, list[dict[str, Any]]] = {symbol: [] for symbol in symbols}
+    for row in rows:
+        found[row[1]].append(dict(zip(columns, row)))
+    return found
 
 
 _NUMBER = {"type": "number"}
@@ -121,7 +160,7 @@ def routes(settings: Settings) -> tuple[Route, ...]:
                           "(kept for TICKWIRE_HOT_KEY_TTL_S after its last tick). `data` has that tick, or nothing."),
         Route("GET", "/v1/ticks", "Stored ticks of a symbol, newest first", "ticks", history, "TickPage",
               params=(symbol_param(), broker_param(), *page_params("ticks")),
-              cached=True,
+              cached=True, queries=False,
               description="From ClickHouse, one row per tick (duplicates from redelivery are never shown). "
                           "Ties within a millisecond are ordered by broker, then the tick's values. Answers are "
                           "kept until the worker's next checkpoint commit (with a ClickHouse server: for 1 s); "

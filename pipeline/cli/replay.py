@@ -46,15 +46,17 @@ def report_json(report: ReplayReport) -> dict[str, Any]:
     """The ``--json`` document of a replay."""
     return {"plan_id": report.plan_id, "complete": report.complete, "resumed": report.resumed,
             "seconds": round(report.seconds, 3), "records": report.records,
-            "stages": [{"stage": p.stage, "records": p.records, "total": p.total, "skipped_invalid": p.skipped_invalid,
-                        "filtered_out": p.filtered_out, "failed": p.failed} for p in report.progress]}
+            "stages": [{"stage": p.stage, "records": p.records, "total": p.total, "seconds": round(p.seconds, 3),
+                        "skipped_invalid": p.skipped_invalid, "filtered_out": p.filtered_out, "failed": p.failed}
+                       for p in report.progress]}
 
 
 @click.command("replay", epilog="""\b
 Progress goes to stderr (on a terminal); the report to stdout: a few lines, or
 with --json one JSON document: {"plan_id", "complete", "resumed", "seconds",
-"records", "stages": [{"stage", "records", "total", "skipped_invalid",
-"filtered_out", "failed"}]}.
+"records", "stages": [{"stage", "records", "total", "seconds",
+"skipped_invalid", "filtered_out", "failed"}]} (a stage's seconds: from its
+consumer's start to its last checkpoint).
 With chDB only one process may own the data: stop the worker first (or replay
 against a ClickHouse server).
 Exit codes: 0 finished; 1 failed (a store or the broker unreachable, the chDB

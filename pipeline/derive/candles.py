@@ -37,6 +37,7 @@ store refuses the bar, that record is dead-lettered.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
@@ -49,7 +50,7 @@ from pipeline.contracts.topics import CANDLES_TOPIC
 from pipeline.core.codec import RawRecord
 from pipeline.core.metrics import LATE_TICKS
 from pipeline.derive.bar_clock import BarClock, BarWindow, ClockEvents
-from pipeline.derive.indicators import BarPoint, VwapSums, needs_whole_day, series_indicators
+from pipeline.derive.indicators import BarPoint, SeriesRequest, VwapSums, many_series_indicators, needs_whole_day
 from pipeline.sinks.base import ItemSink
 from pipeline.sinks.topic import TopicPublisher
 from pipeline.stores.analytics import AnalyticsSession
@@ -335,18 +336,20 @@ def _add_rows(history: dict[Series, dict[int, BarPoint]], rows: Sequence[tuple[A
 
 def _indicators(history: dict[Series, dict[int, BarPoint]], targets: dict[Series, set[int]], spec: IndicatorSpec,
                 days: TradingDays) -> dict[Series, dict[int, tuple[dict[str, float], VwapSums]]]:
-    """Per series, the indicators of each target bar (by start) from the series' bars (pure CPU work: run off the
-    event loop, so that the stage's source goes on fetching meanwhile)."""
-    found: dict[Series, dict[int, tuple[dict[str, float], VwapSums]]] = {}
+    """Per series, the indicators of each target bar (by start) from the series' bars, every series in one batch
+    (pure CPU work, mostly in numpy: run off the event loop, so that the stage's source goes on fetching meanwhile)."""
+    requests: list[SeriesRequest] = []
+    indexes = []
     for series, starts in targets.items():
         by_start = history[series]
         points = [by_start[start] for start in sorted(by_start)]
         index = {point.start_ms: i for i, point in enumerate(points)}
         broker = series[1]
-        values = series_indicators(points, (index[start] for start in starts), spec,
-                                   lambda t: days.day_start(broker, t))
-        found[series] = {start: values[index[start]] for start in starts}
-    return found
+        requests.append((points, [index[start] for start in starts], functools.partial(days.day_start, broker)))
+        indexes.append(index)
+    values = many_series_indicators(requests, spec)
+    return {series: {start: found[index[start]] for start in starts}
+            for (series, starts), index, found in zip(targets.items(), indexes, values)}
 
 
 def _columns(bars: Sequence[Candle], sums: Sequence[VwapSums | None]) -> list[list[Any]]:

@@ -15,8 +15,11 @@ day's first bar (which is what happens when the sums before are not stored:
 bars written before this column existed).
 
 The arithmetic is `talipp <https://pypi.org/project/talipp/>`_'s (SMA, EMA,
-RSI, the SMMA of ATR, Bollinger Bands); what is composed here follows
-TA-Lib's conventions, against which ``tests/unit/test_indicators.py`` checks
+RSI, the SMMA of ATR, Bollinger Bands), its operations in its order, run with
+numpy over every window of a batch at once (:func:`indicator_rows`: a backlog
+of thousands of bars costs a few array operations per bar of the window, and
+each window's values are the bits talipp gives for it alone); what is
+composed here follows TA-Lib's conventions, against which ``tests/unit/test_indicators.py`` checks
 every value (relative difference below 1e-9; for MACD's three, differences of
 two EMAs, also 1e-12 of the price level) on random walks and edge cases:
 
@@ -60,9 +63,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
-from talipp.indicators import BB, EMA, RSI, SMA, SMMA  # type: ignore[import-untyped]  # talipp ships no types
+import numpy as np
 
 from pipeline.contracts.indicators import (
     ATR_PERIOD,
@@ -123,8 +126,121 @@ class BarPoint:
     vwap_sums: VwapSums | None = None
 
 
-def _last(values: Sequence[Any]) -> Any:
-    return values[-1] if len(values) else None
+def _left_sums(columns: np.ndarray) -> np.ndarray:
+    """Each row's sum added left to right, as Python's ``sum`` adds (so a row's bits never depend on other rows)."""
+    total = columns[:, 0].copy()
+    for j in range(1, columns.shape[1]):
+        total = total + columns[:, j]
+    return total
+
+
+def _last_columns(values: np.ndarray, ends: np.ndarray, count: int) -> np.ndarray:
+    """Per row, the ``count`` values ending at column ``ends[r]`` (exclusive); NaN where a row has fewer."""
+    index = ends[:, None] - count + np.arange(count)
+    picked = np.take_along_axis(values, np.clip(index, 0, values.shape[1] - 1), axis=1)
+    return np.where(index >= 0, picked, np.nan)
+
+
+def _at(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Per row ``r``, ``values[r, columns[r]]``; NaN where that column is negative."""
+    picked = values[np.arange(len(columns)), np.clip(columns, 0, None)]
+    return np.where(columns >= 0, picked, np.nan)
+
+
+def _ema(values: np.ndarray, period: int) -> np.ndarray:
+    """Each row's EMA at every column: NaN before the ``period``-th value, which is the SMA of the first ``period``;
+    then ``α x + (1 − α) previous`` with ``α = 2 / (period + 1)`` (talipp's operations, in its order)."""
+    out = np.full(values.shape, np.nan)
+    if values.shape[1] < period:
+        return out
+    mult = 2.0 / (period + 1.0)
+    value = _left_sums(values[:, :period]) / period
+    out[:, period - 1] = value
+    for j in range(period, values.shape[1]):
+        value = mult * values[:, j] + (1.0 - mult) * value
+        out[:, j] = value
+    return out
+
+
+def _smma(values: np.ndarray, period: int) -> np.ndarray:
+    """Each row's Wilder (smoothed) moving average at every column, seeded with the mean of the first ``period``."""
+    out = np.full(values.shape, np.nan)
+    if values.shape[1] < period:
+        return out
+    value = _left_sums(values[:, :period]) / period
+    out[:, period - 1] = value
+    for j in range(period, values.shape[1]):
+        value = (value * (period - 1) + values[:, j]) / period
+        out[:, j] = value
+    return out
+
+
+def _rsi(closes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Each row's RSI(14) at its last bar (Wilder's smoothing seeded with the mean gain and loss of the first 14
+    changes; a window without any change: :data:`FLAT_RSI`); NaN for rows of 14 bars or fewer."""
+    p = RSI_PERIOD
+    changes = closes[:, 1:] - closes[:, :-1]
+    ups = np.where(changes > 0, changes, 0.0)
+    downs = np.where(changes < 0, -changes, 0.0)
+    gains = np.full(changes.shape, np.nan)
+    losses = np.full(changes.shape, np.nan)
+    gain = _left_sums(ups[:, :p - 1]) / (p - 1)
+    loss = _left_sums(downs[:, :p - 1]) / (p - 1)
+    for j in range(p - 1, changes.shape[1]):
+        gain = (gain * (p - 1) + ups[:, j]) / p
+        loss = (loss * (p - 1) + downs[:, j]) / p
+        gains[:, j], losses[:, j] = gain, loss
+    last = np.where(lengths > p, lengths - 2, -1)
+    gain, loss = _at(gains, last), _at(losses, last)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rsi = np.where(loss == 0, 100.0, 100.0 - 100.0 / (1.0 + gain / loss))
+    return np.where((gain == 0) & (loss == 0), FLAT_RSI, rsi)
+
+
+def indicator_rows(closes: np.ndarray, highs: np.ndarray, lows: np.ndarray, lengths: np.ndarray,
+                   spec: IndicatorSpec) -> list[dict[str, float]]:
+    """The indicators (but VWAP) of the last bar of each window: row ``r`` of the ``k × m`` matrices is one window,
+    oldest first, in its first ``lengths[r]`` columns (the rest is padding, never read into a value). Only
+    defined, finite values.
+
+    Every row is computed alone, element by element, in the order talipp computes it (sums from the left, the
+    same recurrences), and a window starts at column 0 whatever its length: the same window gives the same bits
+    whatever else is in the batch.
+    """
+    rows = len(lengths)
+    if not closes.shape[1]:
+        return [{} for _ in range(rows)]
+    last = lengths - 1
+    columns: dict[str, np.ndarray] = {}
+    for period in spec.sma_periods:
+        columns[f"sma_{period}"] = _left_sums(_last_columns(closes, lengths, period)) / period
+    for period in spec.ema_periods:
+        columns[f"ema_{period}"] = _at(_ema(closes, period), last)
+    if closes.shape[1] > RSI_PERIOD:
+        columns[f"rsi_{RSI_PERIOD}"] = _rsi(closes, lengths)
+    if closes.shape[1] >= MACD_SLOW + MACD_SIGNAL - 1:
+        # as TA-Lib, the fast EMA starts with the slow one: both first defined at the window's MACD_SLOW-th bar
+        fast = _ema(closes[:, MACD_SLOW - MACD_FAST:], MACD_FAST)[:, MACD_FAST - 1:]
+        line = fast - _ema(closes, MACD_SLOW)[:, MACD_SLOW - 1:]
+        signal = _ema(line, MACD_SIGNAL)
+        at = np.where(lengths >= MACD_SLOW + MACD_SIGNAL - 1, last - (MACD_SLOW - 1), -1)
+        macd, macd_signal = _at(line, at), _at(signal, at)
+        columns["macd"], columns["macd_signal"], columns["macd_hist"] = macd, macd_signal, macd - macd_signal
+    recent = _last_columns(closes, lengths, BB_PERIOD)
+    middle = _left_sums(recent) / BB_PERIOD
+    deviations = recent - middle[:, None]
+    deviation = np.sqrt(_left_sums(deviations * deviations) / BB_PERIOD)
+    columns["bb_upper"] = middle + BB_DEVIATIONS * deviation
+    columns["bb_middle"] = middle
+    columns["bb_lower"] = middle - BB_DEVIATIONS * deviation
+    if closes.shape[1] > ATR_PERIOD:
+        previous = closes[:, :-1]
+        high, low = highs[:, 1:], lows[:, 1:]
+        true_ranges = np.maximum(np.maximum(high - low, np.abs(high - previous)), np.abs(low - previous))
+        columns[f"atr_{ATR_PERIOD}"] = _at(_smma(true_ranges, ATR_PERIOD), np.where(lengths > ATR_PERIOD, last - 1, -1))
+    names = [name for name in spec.names if name in columns]
+    values = [columns[name].tolist() for name in names]
+    return [{name: value for name, value in zip(names, row) if math.isfinite(value)} for row in zip(*values)]
 
 
 def window_values(window: Sequence[BarPoint], spec: IndicatorSpec) -> dict[str, float]:
@@ -132,36 +248,17 @@ def window_values(window: Sequence[BarPoint], spec: IndicatorSpec) -> dict[str, 
 
     Only defined, finite values; ``window`` is used whole (the caller cuts it to W + 1 bars).
     """
-    closes = [bar.close for bar in window]
-    n = len(closes)
-    found: dict[str, Any] = {}
-    for period in spec.sma_periods:
-        if n >= period:
-            found[f"sma_{period}"] = _last(SMA(period, input_values=closes[-period:]))
-    for period in spec.ema_periods:
-        if n >= period:
-            found[f"ema_{period}"] = _last(EMA(period, input_values=closes))
-    if n > RSI_PERIOD:
-        rsi = RSI(RSI_PERIOD, input_values=closes)
-        flat = rsi.avg_gain[-1] == 0 and rsi.avg_loss[-1] == 0
-        found[f"rsi_{RSI_PERIOD}"] = FLAT_RSI if flat else _last(rsi)
-    if n >= MACD_SLOW + MACD_SIGNAL - 1:
-        fast = EMA(MACD_FAST, input_values=closes[MACD_SLOW - MACD_FAST:])
-        slow = EMA(MACD_SLOW, input_values=closes)
-        # both first defined at the window's MACD_SLOW-th bar (index MACD_SLOW - 1)
-        line = [f - s for f, s in zip(fast.output_values[MACD_FAST - 1:], slow.output_values[MACD_SLOW - 1:])]
-        signal = _last(EMA(MACD_SIGNAL, input_values=line))
-        if signal is not None:
-            found["macd"], found["macd_signal"], found["macd_hist"] = line[-1], signal, line[-1] - signal
-    if n >= BB_PERIOD:
-        bands = _last(BB(BB_PERIOD, BB_DEVIATIONS, input_values=closes[-BB_PERIOD:]))
-        if bands is not None:
-            found["bb_upper"], found["bb_middle"], found["bb_lower"] = bands.ub, bands.cb, bands.lb
-    if n > ATR_PERIOD:
-        true_ranges = [max(bar.high - bar.low, abs(bar.high - previous.close), abs(bar.low - previous.close))
-                       for previous, bar in zip(window, window[1:])]
-        found[f"atr_{ATR_PERIOD}"] = _last(SMMA(ATR_PERIOD, input_values=true_ranges))
-    return {name: float(value) for name, value in found.items() if value is not None and math.isfinite(value)}
+    if not window:
+        return {}
+    closes, highs, lows = _columns(window)
+    return indicator_rows(closes[None, :], highs[None, :], lows[None, :], np.array([len(window)]), spec)[0]
+
+
+def _columns(bars: Sequence[BarPoint]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closes, highs and lows of ``bars`` as arrays."""
+    return (np.fromiter((bar.close for bar in bars), np.float64, len(bars)),
+            np.fromiter((bar.high for bar in bars), np.float64, len(bars)),
+            np.fromiter((bar.low for bar in bars), np.float64, len(bars)))
 
 
 def session_vwaps(bars: Sequence[BarPoint], day_start: Callable[[int], int]) -> list[float | None]:
@@ -223,13 +320,44 @@ def series_indicators(bars: Sequence[BarPoint], targets: Iterable[int], spec: In
     """The indicators of ``bars[i]`` and its day's running sums, for each ``i`` of ``targets``: ``bars`` is one
     series on one timeframe, oldest first, holding the W bars before each target (their stored sums where known)
     and, where the bar before a target has no known sums, every bar of the target's day before it."""
-    wanted = sorted(set(targets))
-    sums = series_vwap_sums(bars, wanted, day_start)
-    out = {}
-    for i in wanted:
-        values = window_values(bars[max(0, i - spec.window_bars):i + 1], spec)
-        vwap = sums[i].vwap
-        if vwap is not None and math.isfinite(vwap):
-            values["vwap"] = vwap
-        out[i] = (values, sums[i])
+    return many_series_indicators([(bars, targets, day_start)], spec)[0]
+
+
+#: Most windows in one batch of :func:`indicator_rows` (its matrices are rows x W floats, a few of them at once).
+BATCH_ROWS = 4_096
+
+#: One series for :func:`many_series_indicators`: its bars (oldest first), the targets, its trading day's start.
+SeriesRequest = tuple[Sequence[BarPoint], Iterable[int], Callable[[int], int]]
+
+
+def many_series_indicators(requests: Sequence[SeriesRequest],
+                           spec: IndicatorSpec) -> list[dict[int, tuple[dict[str, float], VwapSums]]]:
+    """:func:`series_indicators` of each request, computed together: the windows of every target of every series
+    (``bars[max(0, i − W):i + 1]``) are the rows of one batch of :func:`indicator_rows`, so a backlog of many bars
+    costs a few array operations per step of the window, not Python work per bar and step. Values are per window
+    (see :func:`indicator_rows`): batching changes no bit."""
+    wanted = [sorted(set(targets)) for _, targets, _ in requests]
+    arrays = [_columns(bars) for bars, _, _ in requests]
+    members = [(r, i) for r, targets in enumerate(wanted) for i in targets]
+    values: dict[tuple[int, int], dict[str, float]] = {}
+    for first in range(0, len(members), BATCH_ROWS):  # bounded memory: a few (rows x W) matrices at a time
+        batch = members[first:first + BATCH_ROWS]
+        lengths = np.array([min(i, spec.window_bars) + 1 for _, i in batch], dtype=np.int64)
+        width = int(lengths.max())
+        closes, highs, lows = (np.full((len(batch), width), np.nan) for _ in range(3))
+        for k, ((r, i), n) in enumerate(zip(batch, lengths.tolist())):
+            for matrix, array in zip((closes, highs, lows), arrays[r]):
+                matrix[k, :n] = array[i + 1 - n:i + 1]
+        values.update(zip(batch, indicator_rows(closes, highs, lows, lengths, spec)))
+    out = []
+    for r, ((bars, _, day_start), targets) in enumerate(zip(requests, wanted)):
+        sums = series_vwap_sums(bars, targets, day_start)
+        found: dict[int, tuple[dict[str, float], VwapSums]] = {}
+        for i in targets:
+            row = values[r, i]
+            vwap = sums[i].vwap
+            if vwap is not None and math.isfinite(vwap):
+                row["vwap"] = vwap
+            found[i] = (row, sums[i])
+        out.append(found)
     return out

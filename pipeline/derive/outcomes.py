@@ -47,6 +47,8 @@ count), so a redelivery, a restart or a replay writes the same rows and each out
 from __future__ import annotations
 
 import bisect
+import itertools
+import operator
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -248,8 +250,10 @@ WHERE (s.tenant, s.id) IN {ids:Array(Tuple(String, String))}
 """
 
 # The ticks of some series in [lo, hi), in stored order (time, then source position): one query for many windows.
+# Each row names its series by its position in {series} (1-based), not by three strings: the reads are large.
 TICKS_SQL = """
-SELECT tenant, broker, symbol, toUnixTimestamp64Milli(time) AS ms, bid, ask
+SELECT indexOf({series:Array(Tuple(String, String, String))}, (tenant, broker, symbol)) AS series_index,
+       toUnixTimestamp64Milli(time) AS ms, bid, ask
 FROM {db}.ticks FINAL
 WHERE (tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}
   AND time >= fromUnixTimestamp64Milli({lo:Int64}) AND time < fromUnixTimestamp64Milli({hi:Int64})
@@ -266,10 +270,9 @@ class SeriesTicks:
     ask: npt.NDArray[np.float64]
 
     @classmethod
-    def of(cls, ticks: Sequence[tuple[int, float, float]]) -> SeriesTicks:
-        return cls(np.fromiter((t[0] for t in ticks), np.int64, len(ticks)),
-                   np.fromiter((t[1] for t in ticks), np.float64, len(ticks)),
-                   np.fromiter((t[2] for t in ticks), np.float64, len(ticks)))
+    def of(cls, ms: Sequence[int], bid: Sequence[float], ask: Sequence[float]) -> SeriesTicks:
+        """From the ticks' columns (times, bids, asks), in stored order."""
+        return cls(np.array(ms, dtype=np.int64), np.array(bid, dtype=np.float64), np.array(ask, dtype=np.float64))
 
     def window(self, signal: StoredSignal, start_ms: int, end_ms: int) -> WindowStats:
         """:func:`window_stats` of the ticks in [start_ms, end_ms), computed on the arrays (the same numbers)."""
@@ -510,13 +513,13 @@ class OutcomeBuilder(ItemSink[SignalOutcome]):
 
     async def _stats_of(self, horizon_ms: int, signals: Sequence[StoredSignal]) -> dict[OutcomeKey, WindowStats]:
         """The windows of ``signals`` at one horizon, from one read of their series' ticks over the span."""
+        series = sorted({s.series for s in signals})
         _, rows = await self._session.query(TICKS_SQL.replace("{db}", self._session.database), {
-            "series": sorted({s.series for s in signals}),
-            "lo": min(s.time_ms for s in signals), "hi": max(s.time_ms for s in signals) + horizon_ms})
-        ticks: dict[Series, list[tuple[int, float, float]]] = defaultdict(list)
-        for tenant, broker, symbol, ms, bid, ask in rows:
-            ticks[tenant, broker, symbol].append((int(ms), bid, ask))
-        arrays = {series: SeriesTicks.of(found) for series, found in ticks.items()}
+            "series": series, "lo": min(s.time_ms for s in signals), "hi": max(s.time_ms for s in signals) + horizon_ms})
+        arrays = {}
+        for index, group in itertools.groupby(rows, key=operator.itemgetter(0)):  # rows come by series
+            _, ms, bid, ask = zip(*group)
+            arrays[series[int(index) - 1]] = SeriesTicks.of(ms, bid, ask)
         return {(s.tenant, s.id, horizon_ms): arrays[s.series].window(s, s.time_ms, s.time_ms + horizon_ms)
                 for s in signals if s.series in arrays}
 

@@ -14,22 +14,39 @@ A flush first derives every write (patterns, then forward returns) from the
 pending bars, then writes them; each derived write remembers the ``candles.v1``
 record of the newest pending bar at or before its window's end, so if the
 vector store refuses one window, that record alone is dead-lettered.
+
+Writes go in chunks of at most :data:`WRITE_CHUNK` (each one atomic upsert),
+:data:`WRITE_CONCURRENCY` at a time: a backlog that closes tens of thousands of
+bars in one checkpoint never becomes one statement longer than the store's
+statement timeout (which would be retried whole, for ever), and the vector
+store indexes two chunks at once (HNSW upkeep is the store's CPU, not the
+worker's). The patterns of a flush are all written before its forward returns
+(a forward return updates a stored pattern). A failed chunk fails the flush,
+which is retried whole: chunks already written are rewritten as no-ops.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import math
 from collections import defaultdict
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+import numpy as np
 
 from pipeline.contracts.schemas import Candle
 from pipeline.contracts.timeframes import Timeframe
 from pipeline.core.codec import RawRecord
-from pipeline.derive.embedding import WINDOW_BARS, embed
+from pipeline.derive.embedding import WINDOW_BARS, embed_windows
 from pipeline.sinks.base import ItemSink
 from pipeline.stores.analytics import AnalyticsSession
 from pipeline.stores.vectors.base import Pattern, PatternKey, VectorStore
+
+#: Most patterns (or forward returns) in one vector-store write.
+WRITE_CHUNK = 1_000
+#: Chunks written at once (each on a connection of its own).
+WRITE_CONCURRENCY = 2
 
 # Per series: every bar from ``lo`` to ``hi``, and the ``before`` bars just before ``lo`` (however far back
 # they lie: bars after a gap are still consecutive bars of the window), oldest first.
@@ -50,6 +67,7 @@ SELECT * FROM (
 ORDER BY tenant, broker, symbol, start_ms
 """
 
+T = TypeVar("T")
 Series = tuple[str, str, str]
 #: A pending bar: (timeframe, series, bar start).
 PendingBar = tuple[str, Series, int]
@@ -101,13 +119,12 @@ class PatternBuilder(ItemSink[DerivedWrite]):
         return self._derived
 
     async def _write(self, items: Sequence[DerivedWrite]) -> None:
-        """Upsert the patterns among ``items``, then their forward returns. Idempotent."""
+        """Upsert the patterns among ``items``, then their forward returns, in chunks (see the module docstring).
+        Idempotent."""
         patterns = [pattern for _, pattern, _ in items if pattern is not None]
         forward = [(key, value) for key, _, value in items if value is not None]
-        if patterns:
-            await self._vectors.upsert(patterns)
-        if forward:
-            await self._vectors.set_forward_returns(forward)
+        await _in_chunks(self._vectors.upsert, patterns)
+        await _in_chunks(self._vectors.set_forward_returns, forward)
 
     def _origin(self, item: DerivedWrite) -> RawRecord | None:
         return self._origins.get(item[0])
@@ -141,12 +158,14 @@ class PatternBuilder(ItemSink[DerivedWrite]):
                            for j in range(index[start], min(index[start] + WINDOW_BARS + 1, len(bars)))})
         closes = [bar[4] for bar in bars]
         pending_at = sorted(index[start] for start in starts if start in index)
+        ends = [i for i in affected if i >= WINDOW_BARS]
+        highs, lows, spreads = (np.array([bar[c] for bar in bars], dtype=np.float64) for c in (2, 3, 5))
+        embeddings = dict(zip(ends, embed_windows(np.array(closes, dtype=np.float64), highs, lows, spreads, ends)))
         for i in affected:
             newest_pending = pending_at[bisect.bisect_right(pending_at, i) - 1]
             origin = self._pending.get((timeframe, series, int(bars[newest_pending][0])))
             if i >= WINDOW_BARS:
-                window = bars[i - WINDOW_BARS:i + 1]
-                embedded = embed([b[4] for b in window], [b[2] for b in window], [b[3] for b in window], [b[5] for b in window])
+                embedded = embeddings[i]
                 if embedded is not None:
                     key = PatternKey(*series, timeframe, int(bars[i][1]))
                     patterns[key] = Pattern(key, embedded[0], close=closes[i], volatility=embedded[1])
@@ -156,3 +175,15 @@ class PatternBuilder(ItemSink[DerivedWrite]):
                 key = PatternKey(*series, timeframe, int(bars[j][1]))
                 forward[key] = math.log(closes[i] / closes[j])
                 self._origins.setdefault(key, origin)
+
+
+async def _in_chunks(write: Callable[[Sequence[T]], Awaitable[None]], items: Sequence[T]) -> None:
+    """``write`` every chunk of :data:`WRITE_CHUNK` items, :data:`WRITE_CONCURRENCY` at a time; raises the first
+    error once the chunks under way have ended (nothing is left running)."""
+    chunks = [items[i:i + WRITE_CHUNK] for i in range(0, len(items), WRITE_CHUNK)]
+    for i in range(0, len(chunks), WRITE_CONCURRENCY):
+        outcomes = await asyncio.gather(*(write(chunk) for chunk in chunks[i:i + WRITE_CONCURRENCY]),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome

@@ -25,14 +25,16 @@ resumes from there (finished stages are not run again). A stop request
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -42,12 +44,16 @@ from pipeline.core.codec import BatchDecoder
 from pipeline.core.domain import DomainRules
 from pipeline.core.kafka import client_options
 from pipeline.core.retry import RetryPolicy
+from pipeline.runtime.app import GC_GEN0_THRESHOLD
 from pipeline.runtime.checkpoint import Checkpoint, DeadLetterLimits
 from pipeline.runtime.topology import ROLES, StageResources, StageSinks, StageSpec, after_publish, stages
 from pipeline.sinks.topic import TopicPublisher
 from pipeline.stores.connections import Connections
 
 _OFFSETS = re.compile(r"^\d+:\d+(,\d+:\d+)*$")
+#: A partition whose log end no fetch has told yet (no answer from its broker) counts as ended after this long
+#: without records (ends are learnt from fetched high-watermarks: tansu's ListOffsets end is wrong).
+UNKNOWN_END_AFTER_S = 2.0
 
 
 class ReplayError(RuntimeError):
@@ -120,10 +126,17 @@ class ReplayProgress:
     filtered_out: int = 0
     failed: int = 0
     started: float = field(default_factory=time.monotonic)
+    #: when the stage's last checkpoint ended (None while it runs)
+    ended: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        """From the stage's start (its consumer starting) to its last checkpoint, or to now while it runs."""
+        return (self.ended if self.ended is not None else time.monotonic()) - self.started
 
     @property
     def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
+        elapsed = self.seconds
         return self.records / elapsed if elapsed > 0 else 0.0
 
 
@@ -207,6 +220,22 @@ def progress_path(settings: Settings, plan: ReplayPlan) -> Path:
     return settings.state_dir / "replay" / f"{plan.id}.json"
 
 
+@contextmanager
+def _collector_tuned() -> Iterator[None]:
+    """The live worker's garbage collector settings (:class:`pipeline.runtime.app.TickwireApp`) while replaying:
+    the heap of the start-up (modules, clients, stores) frozen out of the collector's view and the youngest
+    generation's threshold raised, so the records of each batch do not set off collections over the whole heap.
+    Restored afterwards."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 async def replay(settings: Settings, plan: ReplayPlan, *, stop: asyncio.Event, fresh: bool = False,
                  on_progress: Callable[[ReplayProgress], None] | None = None) -> ReplayReport:
     """Run ``plan``; resume a saved unfinished run of the same plan unless ``fresh``."""
@@ -224,18 +253,19 @@ async def replay(settings: Settings, plan: ReplayPlan, *, stop: asyncio.Event, f
         raise ReplayError(f"cannot open the stores: {type(exc).__name__}: {exc}{hint}") from None
     reports: list[ReplayProgress] = []
     try:
-        for spec in stages(plan.stages):
-            stage_state = state.stage(spec.name)
-            if stage_state.complete:
-                continue
-            progress = ReplayProgress(stage=spec.name)
-            reports.append(progress)
-            await _replay_stage(settings, spec, plan, connections, stage_state, resumed and bool(stage_state.next),
-                                progress, stop, on_progress)
-            if stop.is_set():
-                break
-            stage_state.complete = True
-            state.save()
+        with _collector_tuned():
+            for spec in stages(plan.stages):
+                stage_state = state.stage(spec.name)
+                if stage_state.complete:
+                    continue
+                progress = ReplayProgress(stage=spec.name)
+                reports.append(progress)
+                await _replay_stage(settings, spec, plan, connections, stage_state, resumed and bool(stage_state.next),
+                                    progress, stop, on_progress)
+                if stop.is_set():
+                    break
+                stage_state.complete = True
+                state.save()
         state.complete = not stop.is_set() and all(state.stage(name).complete for name in plan.stages)
         state.save()
     finally:
@@ -255,13 +285,14 @@ async def _replay_stage(settings: Settings, spec: StageSpec, plan: ReplayPlan, c
         limits=DeadLetterLimits(settings.dlq_max_envelope_bytes, settings.dlq_value_head_bytes),
     )
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False,
-                                client_id=f"tickwire-replay-{spec.name}",
+                                client_id=f"tickwire-replay-{spec.name}", fetch_max_wait_ms=settings.fetch_max_wait_ms,
                                 max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20)
     await consumer.start()
     try:
         starts = await _position(consumer, spec.inputs, plan, state, resumed)
         await _run(consumer, spec, plan, settings, sinks, checkpoint, state, starts, progress, stop, on_progress)
         await checkpoint.commit()
+        progress.ended = time.monotonic()
     finally:
         await consumer.stop()
 
@@ -298,49 +329,126 @@ async def _offsets_at(consumer: AIOKafkaConsumer, tps: list[TopicPartition], bou
     return {tp: (found[tp].offset if found.get(tp) is not None else default) for tp in tps}
 
 
+@dataclass(slots=True)
+class _Held:
+    """One fetched topic-partition batch, decoded and filtered, waiting to be handed to the handlers."""
+
+    tp: TopicPartition
+    messages: list[tuple[Any, Any]]
+    next_offset: int
+    records: int
+    last_time_ms: int
+
+
+class _Reader:
+    """Fetches, decodes and filters a stage's inputs up to the range's end; says which partitions are done."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, spec: StageSpec, plan: ReplayPlan, settings: Settings,
+                 state: StageProgress, starts: dict[TopicPartition, int], progress: ReplayProgress) -> None:
+        rules = DomainRules.from_settings(settings)
+        self._consumer = consumer
+        self._decoders = {route.topic: BatchDecoder(route.message_type, settings.max_record_bytes, rules)
+                          for route in spec.routes}
+        self._plan = plan
+        self._state = state
+        self._progress = progress
+        self._max_records = settings.fetch_max_records
+        self._timeout_ms = settings.fetch_timeout_ms
+        self._lo = plan.start.timestamp_ms if plan.start and plan.start.timestamp_ms is not None else None
+        self._hi = plan.end.timestamp_ms if plan.end and plan.end.timestamp_ms is not None else None
+        self._filtered = bool(plan.tenants or plan.symbols)
+        self.active = {tp for tp, start in starts.items() if tp not in state.end or start < state.end[tp]}
+        self._last_records = time.monotonic()
+
+    async def fetch(self) -> list[_Held]:
+        """One ``getmany`` over the active partitions, decoded (rejects counted and skipped) and filtered."""
+        fetched = await self._consumer.getmany(*self.active, timeout_ms=self._timeout_ms, max_records=self._max_records)
+        if any(fetched.values()):
+            self._last_records = time.monotonic()
+        held = []
+        for tp, records in fetched.items():
+            if tp not in self._state.end and self._consumer.highwater(tp) is not None:
+                self._state.end[tp] = self._consumer.highwater(tp)  # the log end as seen now: a growing topic still ends
+            end = self._state.end.get(tp)
+            if not records:
+                continue
+            inside = records if end is None or records[-1].offset < end else [r for r in records if r.offset < end]
+            if not inside:
+                continue
+            selected = inside
+            if self._lo is not None or self._hi is not None:
+                lo, hi = self._lo, self._hi
+                selected = [r for r in inside if (lo is None or r.timestamp >= lo) and (hi is None or r.timestamp < hi)]
+            decoded = self._decoders[tp.topic].decode(selected)
+            self._progress.skipped_invalid += len(decoded.rejected)
+            messages = decoded.valid
+            if self._filtered:
+                messages = [(r, m) for r, m in messages if _wanted(self._plan, m)]
+                self._progress.filtered_out += len(decoded.valid) - len(messages)
+            held.append(_Held(tp, messages, inside[-1].offset + 1, len(inside), inside[-1].timestamp))
+        await self._retire_finished()
+        return held
+
+    async def _retire_finished(self) -> None:
+        silent = time.monotonic() - self._last_records >= UNKNOWN_END_AFTER_S
+        for tp in list(self.active):
+            end = self._state.end.get(tp)
+            if end is None and self._consumer.highwater(tp) is not None:
+                end = self._state.end[tp] = self._consumer.highwater(tp)
+            if (end is not None and await self._consumer.position(tp) >= end) or (end is None and silent):
+                self.active.discard(tp)
+
+
 async def _run(consumer: AIOKafkaConsumer, spec: StageSpec, plan: ReplayPlan, settings: Settings, sinks: StageSinks,
                checkpoint: Checkpoint, state: StageProgress, starts: dict[TopicPartition, int], progress: ReplayProgress,
                stop: asyncio.Event, on_progress: Callable[[ReplayProgress], None] | None) -> None:
-    rules = DomainRules.from_settings(settings)
-    decoders = {route.topic: BatchDecoder(route.message_type, settings.max_record_bytes, rules) for route in spec.routes}
+    """Replay the stage's inputs from ``starts`` to their ends, then hand off what is held (the caller checkpoints).
+
+    As in the live source (:mod:`pipeline.runtime.source`), a checkpoint runs as a task while the next batches
+    are fetched and decoded; they are held, not handed to the handlers, until it ended (no sink is added to while
+    it flushes, and it saves exactly the offsets marked before it began). At most ``commit_max_records`` records
+    are held; then the loop waits for the checkpoint.
+    """
     handlers: dict[str, list[Any]] = {}
     for route in spec.routes:
         handlers.setdefault(route.topic, []).append(route.handler)
-    active = {tp for tp, start in starts.items() if tp not in state.end or start < state.end[tp]}
-    lo = plan.start.timestamp_ms if plan.start and plan.start.timestamp_ms is not None else None
-    hi = plan.end.timestamp_ms if plan.end and plan.end.timestamp_ms is not None else None
-    idle_polls = 0
-    while active and not stop.is_set():
-        fetched = await consumer.getmany(*active, timeout_ms=200, max_records=settings.fetch_max_records)
-        idle_polls = 0 if any(fetched.values()) else idle_polls + 1
-        for tp, records in fetched.items():
-            if tp not in state.end and consumer.highwater(tp) is not None:
-                state.end[tp] = consumer.highwater(tp)  # the log end as seen now: a growing topic still ends
-            end = state.end.get(tp)
-            inside = [r for r in records if (end is None or r.offset < end)]
-            selected = [r for r in inside if (lo is None or r.timestamp >= lo) and (hi is None or r.timestamp < hi)]
-            decoded = decoders[tp.topic].decode(selected)
-            progress.skipped_invalid += len(decoded.rejected)
-            messages = [(r, m) for r, m in decoded.valid if _wanted(plan, m)]
-            progress.filtered_out += len(decoded.valid) - len(messages)
-            for handler in handlers[tp.topic]:
-                progress.failed += len(run_isolating(handler, messages, sinks))
-            if inside:
-                checkpoint.mark(tp, inside[-1].offset + 1, len(inside), inside[-1].timestamp)
-                progress.records += len(inside)
-        for tp in list(active):
-            end = state.end.get(tp)
-            if end is None and consumer.highwater(tp) is not None:
-                end = state.end[tp] = consumer.highwater(tp)
-            if (end is not None and await consumer.position(tp) >= end) or (end is None and idle_polls >= 10):
-                active.discard(tp)
+    reader = _Reader(consumer, spec, plan, settings, state, starts, progress)
+    held: list[_Held] = []
+    inflight: asyncio.Task[None] | None = None
+
+    async def hand_off() -> None:
+        for item in held:
+            for handler in handlers[item.tp.topic]:
+                progress.failed += len(run_isolating(handler, item.messages, sinks))
+            checkpoint.mark(item.tp, item.next_offset, item.records, item.last_time_ms)
+            progress.records += item.records
+        held.clear()
         await checkpoint.flush_eager()
-        if checkpoint.due():
-            await checkpoint.commit()
-        if all(tp in state.end for tp in starts):
-            progress.total = sum(max(0, state.end[tp] - start) for tp, start in starts.items())
-        if on_progress is not None:
-            on_progress(progress)
+
+    try:
+        while reader.active and not stop.is_set():
+            if inflight is None or sum(item.records for item in held) < settings.commit_max_records:
+                held += await reader.fetch()
+            if inflight is not None:
+                if not inflight.done() and sum(item.records for item in held) < settings.commit_max_records:
+                    continue
+                finished, inflight = inflight, None
+                await finished  # raises what the checkpoint raised (Stopping)
+            await hand_off()
+            if checkpoint.due():
+                inflight = asyncio.create_task(checkpoint.commit(), name=f"tickwire-replay-checkpoint-{spec.name}")
+            if all(tp in state.end for tp in starts):
+                progress.total = sum(max(0, state.end[tp] - start) for tp, start in starts.items())
+            if on_progress is not None:
+                on_progress(progress)
+        if inflight is not None:
+            finished, inflight = inflight, None
+            await finished
+        await hand_off()
+    finally:
+        if inflight is not None:  # failed while a checkpoint ran: it saves nothing more
+            inflight.cancel()
+            await asyncio.gather(inflight, return_exceptions=True)
 
 
 def _series(message: Any) -> tuple[str, str]:

@@ -10,8 +10,10 @@ while ``SELECT sleep(3)`` runs on another).
 - **Writer sessions**, one per stage (:meth:`AnalyticsStore.session`): the
   stage's inserts and the reads its derived computations make of its own
   writes. Nothing else ever runs on them.
-- **Read-only sessions**, a pool (:meth:`AnalyticsStore.read`) for the query
-  API and operator SQL: every query runs with ``readonly=2`` (no writes; on
+- **Read-only sessions**, a pool (:meth:`AnalyticsStore.read`;
+  ``TICKWIRE_ANALYTICS_READ_SESSIONS``, two per CPU by default) for the query
+  API and operator SQL, whose queries run concurrently with each other and
+  with the writers': every query runs with ``readonly=2`` (no writes; on
   chDB the mode sticks to the session, which is why readers are never writers)
   and ``max_execution_time``, so a read past its timeout is cancelled *in the
   store*, not merely abandoned. One more read-only session answers the health

@@ -7,6 +7,7 @@ import asyncio
 import math
 from typing import Any, Iterator
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
@@ -22,6 +23,8 @@ from tests.api_support import BARS, MINUTE, SYMBOLS, T0, ApiClient, World, api_w
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
+
+NO_CACHE = {"Cache-Control": "no-cache"}
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +161,35 @@ def test_similar_patterns_are_the_vector_stores_answer_for_the_current_shape(wor
     assert [m["distance"] for m in answer["data"]] == pytest.approx([d.distance for d in direct], abs=1e-6)
     assert all(m["window_end_ms"] < LAST_END and m["forward_return"] is not None for m in answer["data"])
     assert client.get("/v1/patterns/similar", symbol="TIES", timeframe="1m").body == {"query": None, "data": []}
+
+
+def test_concurrent_uncached_reads_each_get_the_answer_they_get_alone(world: World) -> None:
+    """Requests that differ only by symbol share one query (pipeline.api.batched_reads): each still gets its own
+    page, another tenant's requests in flight at the same moment change nothing, cursors and limits are kept apart."""
+    asks: list[tuple[str, str, dict[str, Any]]] = []
+    for data in (world.a, world.b):
+        for symbol in (*SYMBOLS, "TIES", "NOSUCH"):
+            asks += [(data.key, "/v1/ticks", {"symbol": symbol, "limit": 3}),
+                     (data.key, "/v1/ticks", {"symbol": symbol, "limit": 7}),
+                     (data.key, "/v1/candles", {"symbol": symbol, "timeframe": "1m", "limit": 4}),
+                     (data.key, "/v1/indicators", {"symbol": symbol, "timeframe": "1m", "limit": 2, "names": "sma_20"}),
+                     (data.key, "/v1/patterns/similar", {"symbol": symbol, "timeframe": "1m", "k": 3})]
+        first = world.client(data.key).get("/v1/ticks", symbol="LEAD", limit=3).body
+        asks.append((data.key, "/v1/ticks", {"symbol": "LEAD", "limit": 3, "cursor": first["next_cursor"]}))
+    alone = [world.client(key).request("GET", path, params, headers=NO_CACHE).body for key, path, params in asks]
+
+    async def together() -> list[Any]:
+        async with aiohttp.ClientSession() as session:
+            async def get(key: str, path: str, params: dict[str, Any]) -> Any:
+                headers = {"Authorization": f"Bearer {key}", **NO_CACHE}
+                async with session.get(world.settings.api_url + path, params=params, headers=headers) as response:
+                    assert response.status == 200, await response.text()
+                    return await response.json()
+
+            return await asyncio.gather(*(get(key, path, params) for key, path, params in asks))
+
+    assert asyncio.run(together()) == alone
+    assert any(answer["data"] for answer in alone) and any(not answer["data"] for answer in alone)
 
 
 def test_pattern_search_finds_the_twin_and_matches_the_vector_store(world: World) -> None:

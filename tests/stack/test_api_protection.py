@@ -45,6 +45,7 @@ from pipeline.api.server import run as run_standalone
 from pipeline.api.server_limits import GuardedAppRunner, protect_faust_web
 from pipeline.config import Settings, load_settings
 from pipeline.devstack.worker_process import WorkerProcess
+from pipeline.ops.sql_client import worker_query
 from tests.api_support import ApiClient, free_port, issue_key, start_api_worker
 from tests.waiting import wait_until
 
@@ -214,14 +215,17 @@ def test_a_tenants_concurrent_uncached_queries_are_capped_and_another_tenant_is_
 
     async def flood() -> tuple[list[tuple[int, dict, str | None]], tuple[int, dict, str | None]]:
         async with aiohttp.ClientSession() as session:
-            async def get(key: str) -> tuple[int, dict, str | None]:
+            async def get(key: str, limit: int = 100) -> tuple[int, dict, str | None]:
                 headers = {"Authorization": f"Bearer {key}", **NO_CACHE}
-                async with session.get(url, params={"symbol": "EURUSD"}, headers=headers) as response:
+                async with session.get(url, params={"symbol": "EURUSD", "limit": limit}, headers=headers) as response:
                     return response.status, await response.json(), response.headers.get("Retry-After")
 
             for key in (*busy_keys, calm_key):  # one token each (burst 3): keys verified, so no database wait below
                 assert (await get(key))[0] == 200
-            answers = await asyncio.gather(*(get(key) for key in busy_keys for _ in range(2)), get(calm_key))
+            # Another limit each: requests that differ only by symbol share one query (pipeline.api.batched_reads),
+            # these cannot, so they are 12 store queries at once.
+            answers = await asyncio.gather(*(get(key, 1 + 2 * n + i) for n, key in enumerate(busy_keys) for i in range(2)),
+                                           get(calm_key))
             return answers[:-1], answers[-1]
 
     busy_answers, calm_answer = asyncio.run(flood())
@@ -231,6 +235,26 @@ def test_a_tenants_concurrent_uncached_queries_are_capped_and_another_tenant_is_
     for status, body, retry_after in busy_answers:
         if status == 429:
             assert retry_after == "1" and "too many concurrent queries for this key's tenant" in body["error"], body
+
+
+@pytest.mark.stack
+def test_read_sessions_run_queries_concurrently(worker: WorkerProcess) -> None:
+    """Two slow operator reads run in the store at the same moment (the read pool's sessions are not one queue),
+    and a third read on another session sees both running."""
+    sleep_sql = "SELECT sleepEachRow(0.5) FROM numbers(16) SETTINGS max_block_size = 1"  # 8 s each
+    sleepers = [threading.Thread(target=worker_query, args=(worker.settings, sleep_sql)) for _ in range(2)]
+    for sleeper in sleepers:
+        sleeper.start()
+    try:
+        def running() -> int:
+            lines = worker_query(worker.settings, "SELECT count() AS n FROM system.processes "
+                                                  "WHERE query LIKE '%sleepEachRow(0.5)%' AND query NOT LIKE '%system.processes%'")
+            return int(orjson.loads(lines[0])["n"]) if lines else 0
+
+        wait_until(lambda: running() == 2, timeout_s=7.0, what="both slow reads running at once")
+    finally:
+        for sleeper in sleepers:
+            sleeper.join(timeout=30)
 
 
 # --- connections: header and keep-alive timeouts, malformed requests, on every server ------------------------------

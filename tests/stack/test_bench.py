@@ -18,7 +18,7 @@ from bench.api_load import ENDPOINTS
 from bench.ingest import CONTENDERS
 from bench.plan import QUICK
 from bench.runner import run_bench
-from pipeline.config import Settings
+from pipeline.config import STAGE_NAMES, Settings
 
 pytestmark = pytest.mark.stack
 
@@ -42,8 +42,24 @@ def test_quick_bench_writes_every_section(stack_settings: Settings, tmp_path: Pa
     assert _positive(tickwire["startup_s"], tickwire["join_s"], tickwire["seconds"])
     assert _positive(*ingest["ratios"].values())
 
+    replay = results["replay"]
+    assert replay["baseline"] is None, "the replay's baseline is the ingest phase of the same run"
+    assert replay["ingest_rate"] == ingest["contenders"]["tickwire"]["median"]
+    assert _positive(replay["median"], replay["ratio_to_ingest"])
+    for run in replay["details"]:
+        assert run["records"] == run["stored"] == QUICK.ingest_records and run["hot_keys"] == 150, run
+        assert list(run["stages"]) == list(STAGE_NAMES) and run["stages"]["ingest"]["records"] == QUICK.ingest_records
+
     full = results["full_pipeline"]
     assert _positive(full["median"], full["ratio_to_ingest"])
+    assert list(full["stages"]) == list(STAGE_NAMES), "each stage's own figures, from the worker's metrics"
+    assert full["stages"]["ingest"]["records"] == QUICK.full_records
+    assert full["stages"]["signals"]["records"] == QUICK.full_signals
+    for stage, figures in full["stages"].items():
+        assert _positive(figures["seconds"], figures["records_per_s"]) and figures["peak_lag"] >= 0, stage
+    assert full["backfill"]["ticks"] == QUICK.full_records * 24 * 3_600_000 // QUICK.full_span_ms
+    assert _positive(full["backfill"]["seconds_estimated"]) and str(full["backfill"]["ticks"]) in \
+        full["backfill"]["volume"].replace(",", "")
     derived = full["derived"]
     assert derived["ticks"] == QUICK.full_records and derived["signals"] == QUICK.full_signals
     assert derived["enriched_signals"] == QUICK.full_signals
@@ -65,6 +81,13 @@ def test_quick_bench_writes_every_section(stack_settings: Settings, tmp_path: Pa
         assert api["endpoints"][path]["non_empty_share"] == 1.0, path
 
     memory = results["memory"]
-    assert _positive(memory["rss_steady_mb"], memory["rss_end_mb"]) and memory["samples"][-1]["ticks"] == QUICK.memory_records
+    assert _positive(memory["rss_steady_mb"], memory["rss_end_mb"], memory["peak_rss_mb"])
+    assert memory["samples"][-1]["ticks"] == QUICK.memory_records
+    assert list(memory["stages"]) == list(QUICK.memory_stages)
+    assert memory["stages"]["ingest"]["records"] == QUICK.full_records
+    assert memory["stages"]["signals"]["records"] == QUICK.full_signals
+    for stage, figures in memory["stages"].items():
+        assert _positive(figures["records"], figures["peak_rss_mb"], figures["rss_end_mb"]), stage
+        assert figures["peak_rss_mb"] >= figures["rss_end_mb"], stage
 
-    assert len(results["targets"]) == 7 and all(isinstance(t["met"], bool) for t in results["targets"])
+    assert len(results["targets"]) == 9 and all(isinstance(t["met"], bool) for t in results["targets"])

@@ -45,3 +45,19 @@ def test_only_api_preloads_the_full_pipeline_and_reports_the_api_alone(stack_set
         assert e["non_empty_share"] == 1.0 and e["hit_ratio"] > 0, path
         assert e["uncached"]["hit_ratio"] == 0 and e["uncached"]["errors"] == 0, "no-cache answers are computed"
     assert [t["what"] for t in results["targets"]] == ["/v1/ticks/latest p99 (ms)", "/v1/ticks?limit=100 p99 (ms)"]
+
+
+@pytest.mark.stack
+def test_only_replay_times_its_own_live_baseline(stack_settings: Settings, tmp_path: Path) -> None:
+    name = run_name(QUICK, ("replay",))
+    run_bench(QUICK, name, tmp_path, Console(file=io.StringIO(), width=120), stack_settings=stack_settings,
+              phases=("replay",))
+    results = json.loads((tmp_path / f"{name}.json").read_text())
+    assert (tmp_path / f"{name}.png").stat().st_size > 5_000
+    assert results["phases"] == ["replay"] and "ingest" not in results
+    replay = results["replay"]
+    baseline = replay["baseline"]
+    assert baseline["records"] == baseline["stored"] == QUICK.ingest_records, "one live worker run of the same ticks"
+    assert replay["ingest_rate"] == baseline["rate"] > 0
+    assert all(run["stored"] == QUICK.ingest_records for run in replay["details"])
+    assert [t["what"] for t in results["targets"]] == ["replay into empty stores ÷ live ingest"]

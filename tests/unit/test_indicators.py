@@ -29,6 +29,7 @@ from pipeline.derive.indicators import (
     FLAT_RSI,
     BarPoint,
     VwapSums,
+    many_series_indicators,
     needs_whole_day,
     series_indicators,
     series_vwap_sums,
@@ -206,3 +207,26 @@ def test_stored_sums_continue_the_day_and_a_new_day_starts_afresh() -> None:
     assert series_vwap_sums(poisoned, range(new_day, 30), day_start) == {i: sums[i] for i in range(new_day, 30)}
     assert series_vwap_sums(poisoned, [new_day + 3], day_start)[new_day + 3] != sums[new_day + 3]
     assert VwapSums.of_stored([]) is None and VwapSums.of_stored(sums[5].stored()) == sums[5]
+
+
+@pytest.mark.parametrize("batch_rows", [4_096, 3])
+def test_many_series_in_one_batch_give_each_windows_own_values_bit_for_bit(batch_rows: int,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows of every length (warm-up, short series, full windows) and of several series computed as one batch
+    (or as batches of 3 rows): each gets exactly what it gets alone (rows never mix, padding is never read into a
+    value)."""
+    monkeypatch.setattr("pipeline.derive.indicators.BATCH_ROWS", batch_rows)
+    spec = IndicatorSpec(window_bars=60)
+    series = [walk(5, 20), walk(45, 21, 2650.0, 2e-3), walk(140, 22, 91_000.0, 5e-3), walk(1, 23)]
+
+    def day_start(t: int) -> int:
+        return t - t % (24 * HOUR)
+
+    targets = [range(5), range(0, 45, 2), [3, 34, 61, 100, 139], [0]]
+    batch = many_series_indicators([(bars, wanted, day_start) for bars, wanted in zip(series, targets)], spec)
+    for bars, wanted, found in zip(series, targets, batch):
+        assert sorted(found) == sorted(wanted)
+        for i in wanted:
+            alone = window_values(bars[max(0, i - spec.window_bars):i + 1], spec)
+            assert {k: v for k, v in found[i][0].items() if k != "vwap"} == alone, i
+            assert found[i] == series_indicators(bars, [i], spec, day_start)[i], i

@@ -234,9 +234,9 @@ class FakeSession:
                         if (s.tenant, s.id) in ids]
         assert sql == TICKS_SQL.replace("{db}", "tickwire")
         self.queries.append("ticks")
-        series = {tuple(x) for x in parameters["series"]}
-        return [], [("acme", "demo", "EURUSD", ms, bid, ask) for ms, bid, ask in sorted(self.ticks, key=lambda t: t[0])
-                    if ("acme", "demo", "EURUSD") in series and parameters["lo"] <= ms < parameters["hi"]]
+        series = [tuple(x) for x in parameters["series"]]
+        return [], [(series.index(SERIES) + 1, ms, bid, ask) for ms, bid, ask in sorted(self.ticks, key=lambda t: t[0])
+                    if SERIES in series and parameters["lo"] <= ms < parameters["hi"]]
 
 
 class FakePublisher:
@@ -348,5 +348,6 @@ def test_the_array_computation_of_a_window_is_the_reference_one(action: str, raw
     s = signal(action, tp=levels[0], sl=levels[1])
     start, end = T + min(bounds), T + max(bounds)
     inside = [t for t in ticks if start <= t[0] < end]
-    assert SeriesTicks.of(ticks).window(s, start, end) == window_stats(s, inside)
+    columns = ([t[0] for t in ticks], [t[1] for t in ticks], [t[2] for t in ticks])
+    assert SeriesTicks.of(*columns).window(s, start, end) == window_stats(s, inside)
 

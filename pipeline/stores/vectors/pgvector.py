@@ -49,7 +49,8 @@ DEFAULT_EF_SEARCH = 40
 
 CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 60.0
-POOL_MAX_SIZE = 4
+#: Connections of the pool: the patterns stage's upserts and concurrent searches (the API's, the enricher's).
+POOL_MAX_SIZE = 8
 
 
 class PgVectorStore(VectorStore):
