@@ -68,6 +68,7 @@ import random
 import threading
 import time
 from bisect import bisect_right
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
@@ -265,8 +266,9 @@ def _measure(settings: Settings, key: str, path: str, plan: Plan, *, no_cache: b
 
 
 class IngestBeside:
-    """Ticks produced at a steady rate to the worker in a thread of its own, and the ingest stage's commits of
-    them (see the module docstring): start it, run the windows, :meth:`stop` it, then ask :meth:`window`."""
+    """Ticks produced at a steady rate to the worker, and the ingest stage's committed offsets polled, each in a
+    thread of its own (see the module docstring): start it, run the windows, :meth:`stop` it, then ask
+    :meth:`window`."""
 
     def __init__(self, settings: Settings, rate: int) -> None:
         self.settings = settings
@@ -276,45 +278,56 @@ class IngestBeside:
         self.failed_polls = 0
         self.produced = 0
         self._stop = threading.Event()
-        self._started = threading.Event()
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="ingest-beside", daemon=True)
+        self._failures: list[BaseException] = []
+        # one event loop each: a producer that is behind never delays a poll
+        self._threads = [threading.Thread(target=self._run, args=(main,), name=f"ingest-beside-{main.__name__}",
+                                          daemon=True) for main in (self._producing, self._polling)]
+        self._started = threading.Barrier(len(self._threads) + 1)
 
     def start(self) -> None:
-        self._thread.start()
-        if not self._started.wait(timeout=60) or self._failure is not None:
-            raise RuntimeError(f"the producer beside the reads did not start: {self._failure!r}")
+        for thread in self._threads:
+            thread.start()
+        try:
+            self._started.wait(timeout=60)
+        except threading.BrokenBarrierError:
+            raise RuntimeError(f"the producer beside the reads did not start: {self._failures!r}") from None
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=60)
-        if self._failure is not None:
-            raise RuntimeError(f"the producer beside the reads failed: {self._failure!r}") from self._failure
+        for thread in self._threads:
+            thread.join(timeout=60)
+        if self._failures:
+            raise RuntimeError(f"the producer beside the reads failed: {self._failures!r}") from self._failures[0]
 
-    def _run(self) -> None:
+    def _run(self, main: Callable[[], Awaitable[None]]) -> None:
         try:
-            asyncio.run(self._main())
+            asyncio.run(main())
         except BaseException as exc:  # noqa: BLE001 - reported by start/stop in the bench's thread
-            self._failure = exc
-            self._started.set()
+            self._failures.append(exc)
+            self._started.abort()
 
-    async def _main(self) -> None:
+    async def _producing(self) -> None:
         producer = make_producer(self.settings)
+        await producer.start()
+        try:
+            self._started.wait(timeout=60)
+            await self._produce(producer)
+        finally:
+            await producer.stop()
+
+    async def _polling(self) -> None:
         watcher = AIOKafkaConsumer(**client_options(self.settings), group_id=stage_group(self.settings, "ingest"),
                                    enable_auto_commit=False)
-        await producer.start()
         await watcher.start()
         try:
-            partitions = [TopicPartition(TICKS_TOPIC, p) for p in sorted(await producer.partitions_for(TICKS_TOPIC))]
-            poller = asyncio.create_task(self._poll(watcher, partitions))
-            self._started.set()
-            try:
-                await self._produce(producer)
-            finally:
-                poller.cancel()
+            await watcher.topics()  # the cluster's metadata
+            partitions = [TopicPartition(TICKS_TOPIC, p) for p in sorted(watcher.partitions_for_topic(TICKS_TOPIC) or ())]
+            if not partitions:
+                raise RuntimeError(f"no partitions of {TICKS_TOPIC}")
+            self._started.wait(timeout=60)
+            await self._poll(watcher, partitions)
         finally:
             await watcher.stop()
-            await producer.stop()
 
     async def _produce(self, producer: Any) -> None:
         rng = random.Random(5)
@@ -336,6 +349,8 @@ class IngestBeside:
                 future = await producer.send(TICKS_TOPIC, value, key=keys[k])
                 future.add_done_callback(lambda f, sent_at=sent_at: self._acknowledged(f, sent_at))
                 self.produced += 1
+                if self.produced % 1000 == 0:
+                    await asyncio.sleep(0)  # behind: let the producer's sender run meanwhile
             await asyncio.sleep(SLICE_S)
         await producer.flush()
 
@@ -345,7 +360,7 @@ class IngestBeside:
             self.sent.setdefault(metadata.partition, []).append((metadata.offset, sent_at))
 
     async def _poll(self, watcher: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 committed = {tp.partition: await watcher.committed(tp) or 0 for tp in partitions}
             except Exception:  # noqa: BLE001 - a poll the broker did not answer is missed, not fatal

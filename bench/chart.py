@@ -139,7 +139,7 @@ def _api(ax: Any, results: dict[str, Any]) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("ms (log); dashed: 5 and 50 ms")
     ax.set_title(f"(4) API, {api['clients']} concurrent clients")
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2)  # above the bars, beside the title
 
 
 def _memory(ax: Any, results: dict[str, Any]) -> None:
