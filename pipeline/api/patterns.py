@@ -90,13 +90,9 @@ class CurrentShapes:
 async def current_shapes(group: CurrentShapes, symbols: Sequence[str]) -> dict[str, list[Shape]]:
     """The current shape of each of ``symbols`` at each broker (or only ``group.broker``) that has one, in one query
     (the definition of :mod:`pipeline.derive.current_shape`, for several symbols at once)."""
-    where = "tenant = {tenant:String} AND symbol IN {symbols:Array(String)}"
-    parameters: dict[str, Any] = {"tenant": group.tenant, "symbols": list(symbols)}
-    if group.broker is not None:
-        where += " AND broker = {broker:String}"
-        parameters["broker"] = group.broker
     found: dict[str, list[Shape]] = {symbol: [] for symbol in symbols}
-    for shape in (await current_shape._shapes(group.reads, group.timeframe, where, parameters)).values():
+    shapes = await current_shape.shapes_of_symbols(group.reads, group.timeframe, group.tenant, symbols, group.broker)
+    for shape in shapes.values():
         found[shape.series[2]].append(shape)
     return found
 

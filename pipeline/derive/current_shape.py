@@ -57,11 +57,12 @@ async def shapes_of(store: Queries, timeframe: str, series: Collection[Series]) 
                          {"series": sorted(series)})
 
 
-async def shapes_of_symbol(store: Queries, timeframe: str, tenant: str, symbol: str,
-                           broker: str | None = None) -> dict[Series, Shape]:
-    """The current shape of ``symbol`` of ``tenant`` at each broker (or only ``broker``) that has one."""
-    where = "tenant = {tenant:String} AND symbol = {symbol:String}"
-    parameters: dict[str, Any] = {"tenant": tenant, "symbol": symbol}
+async def shapes_of_symbols(store: Queries, timeframe: str, tenant: str, symbols: Collection[str],
+                            broker: str | None = None) -> dict[Series, Shape]:
+    """The current shape of each of ``symbols`` of ``tenant`` at each broker (or only ``broker``) that has one, in
+    one query."""
+    where = "tenant = {tenant:String} AND symbol IN {symbols:Array(String)}"
+    parameters: dict[str, Any] = {"tenant": tenant, "symbols": sorted(symbols)}
     if broker is not None:
         where += " AND broker = {broker:String}"
         parameters["broker"] = broker
