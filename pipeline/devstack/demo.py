@@ -215,7 +215,8 @@ def _show_examples(settings: Settings, cache: redis.Redis, derived: _Derived, co
         console.print("    " + line, highlight=False)
     port = settings.cache_url.rsplit(":", 1)[1].split("/")[0]
     key = "tw:acme:tick:demo:EURUSD"
-    console.print(f"  .venv/bin/python -c \"import redis; print(redis.Redis(port={port}).hgetall('{key}'))\"")
+    console.print(f"  .venv/bin/python -c \"import redis; pw = open('.tickwire/secrets/tickwire_cache_password').read(); "
+                  f"print(redis.Redis(port={port}, password=pw).hgetall('{key}'))\"", highlight=False)
     console.print(f"    {cache.hgetall(key)}", highlight=False)
     neighbors = ", ".join(f"{n.symbol} ({n.weight:+.2f})" for n in derived["neighbors"][:6]) or "none yet"
     console.print(f"  correlated with acme EURUSD on 1m: {neighbors}")
