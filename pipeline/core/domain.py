@@ -38,7 +38,8 @@ Problem = tuple[DlqReason, str]
 Check = Callable[[bytes | None, bytes, Any, int], Problem | None]
 
 _TICK_REQUIRED = 7  # v, tenant, broker, symbol, time_msc, bid, ask
-_TICK_OPTIONAL = (("last", b'"last"'), ("volume", b'"volume"'), ("volume_real", b'"volume_real"'), ("flags", b'"flags"'))
+_TICK_OPTIONAL_QUOTED = (b'"last"', b'"volume"', b'"volume_real"', b'"flags"')
+_TICK_OPTIONAL_NAMES = frozenset(("last", "volume", "volume_real", "flags"))
 _TICK_STRINGS = 3  # tenant, broker, symbol
 _MAX_CACHED_KEYS = 100_000
 
@@ -111,18 +112,20 @@ def duplicate_key(value: bytes) -> str | None:
 
 
 def _tick_has_duplicate(value: bytes, tick: Tick) -> str | None:
-    if b"\\" in value:
-        return duplicate_key(value)
+    """The key given twice in ``value`` (a decoded tick, so no unknown keys and every required key present), or None.
+
+    Each key and each of the three name strings adds two quotes (names allow no quote or backslash), so the quote
+    count bounds the number of keys from above: at most the required ones means none twice. Otherwise the keys are
+    more than the distinct ones present (the required plus each optional whose quoted name occurs) exactly when one
+    is repeated; the exact parse decides when an escape or a name that spells an optional key makes that count
+    unsure."""
     keys = value.count(b'"') // 2 - _TICK_STRINGS
-    present = _TICK_REQUIRED
-    names = (tick.tenant, tick.broker, tick.symbol)
-    for field, quoted in _TICK_OPTIONAL:
-        if getattr(tick, field) != 0.0:
-            present += 1  # a value other than the default was given
-        elif quoted in value:
-            if field in names:  # the quoted name may be a value, not a key: decide exactly
-                return duplicate_key(value)
-            present += 1
+    if keys <= _TICK_REQUIRED:
+        return None
+    if (b"\\" in value or tick.tenant in _TICK_OPTIONAL_NAMES or tick.broker in _TICK_OPTIONAL_NAMES
+            or tick.symbol in _TICK_OPTIONAL_NAMES):
+        return duplicate_key(value)
+    present = _TICK_REQUIRED + sum(quoted in value for quoted in _TICK_OPTIONAL_QUOTED)
     return duplicate_key(value) if keys > present else None
 
 
