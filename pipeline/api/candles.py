@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.api.context import ApiContext
 from pipeline.api.errors import bad_parameter
-from pipeline.api.pages import Page, page_of_each_symbol, page_params
+from pipeline.api.pages import Page, page_params, pages_of_symbols
 from pipeline.api.params import Param, broker_param, symbol_param, timeframe_param
 from pipeline.api.routes import Call, Route
 from pipeline.config import Settings
@@ -94,13 +94,7 @@ async def bar_pages(pages: BarPages, symbols: Sequence[str]) -> dict[str, list[d
     if pages.broker is not None:
         where.append("broker = {broker:String}")
         parameters["broker"] = pages.broker
-    sql = (pages.template.replace("{db}", pages.reads.database).replace("{where}", " AND ".join(where))
-           + page_of_each_symbol(BARS_ORDER, len(symbols)))
-    columns, rows = await pages.reads.query(sql, parameters)
-    found: dict[str, list[dict[str, Any]]] = {symbol: [] for symbol in symbols}
-    for row in rows:
-        found[row[1]].append(dict(zip(columns, row)))
-    return found
+    return await pages_of_symbols(pages.reads, pages.template, where, parameters, BARS_ORDER, symbols)
 
 
 async def candles(ctx: ApiContext, call: Call) -> dict[str, Any]:

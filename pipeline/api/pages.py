@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.api.errors import bad_parameter
 from pipeline.api.params import Integer, Param, time_param
+from pipeline.stores.analytics import Queries
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -78,6 +79,20 @@ def page_of_each_symbol(order: str, symbols: int) -> str:
         return f"ORDER BY {order}\n{LIMIT_SQL}"
     return f"ORDER BY symbol, {order}\nLIMIT {{page_limit:UInt32}} OFFSET {{page_skip:UInt32}} BY symbol"
 
+
+
+async def pages_of_symbols(reads: Queries, template: str, where: list[str], parameters: dict[str, Any], order: str,
+                           symbols: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The page of each of ``symbols`` in one query: ``template`` (``{db}``, ``{where}``: the ``where`` conditions
+    joined by AND) paged by :func:`page_of_each_symbol`, its rows (the symbol in the second column) as dicts by
+    symbol; a symbol without rows has an empty page."""
+    sql = (template.replace("{db}", reads.database).replace("{where}", " AND ".join(where))
+           + page_of_each_symbol(order, len(symbols)))
+    columns, rows = await reads.query(sql, parameters)
+    found: dict[str, list[dict[str, Any]]] = {symbol: [] for symbol in symbols}
+    for row in rows:
+        found[row[1]].append(dict(zip(columns, row)))
+    return found
 
 @dataclass(frozen=True)
 class Page:

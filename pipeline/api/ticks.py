@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.api.context import ApiContext, store_failed
-from pipeline.api.pages import DepthHints, Page, page_of_each_symbol, page_params
+from pipeline.api.pages import DepthHints, Page, page_params, pages_of_symbols
 from pipeline.api.params import broker_param, symbol_param
 from pipeline.api.routes import Call, Route
 from pipeline.config import Settings
@@ -114,13 +114,7 @@ async def _query(pages: TickPages, bounds: dict[str, int | None]) -> dict[str, l
                 parameters[f"bound_{i}"] = bound
                 ranges.append(f"(symbol = {{symbol_{i}:String}} AND time >= fromUnixTimestamp64Milli({{bound_{i}:Int64}}))")
         where.append("(" + " OR ".join(ranges) + ")")
-    sql = (TICKS_SQL.replace("{db}", pages.reads.database).replace("{where}", " AND ".join(where))
-           + page_of_each_symbol(TICKS_ORDER, len(symbols)))
-    columns, rows = await pages.reads.query(sql, parameters)
-    found: dict[str, list[dict[str, Any]]] = {symbol: [] for symbol in symbols}
-    for row in rows:
-        found[row[1]].append(dict(zip(columns, row)))
-    return found
+    return await pages_of_symbols(pages.reads, TICKS_SQL, where, parameters, TICKS_ORDER, symbols)
 
 
 _NUMBER = {"type": "number"}
