@@ -55,19 +55,23 @@ from pipeline.sinks.base import ItemSink
 from pipeline.sinks.topic import TopicPublisher
 from pipeline.stores.analytics import AnalyticsSession
 from pipeline.stores.analytics_tables import CANDLES_COLUMNS
+from pipeline.stores.series_filter import series_filter
 
 # One row per bar of the given series within [lo, hi). Ties in time are broken by
-# the source position so that open/close are deterministic. ``shift``: the broker's
-# trading-day offset for timeframes of a day or longer (brokers not listed: 0).
+# the source position so that open/close are deterministic: ``position`` orders as the
+# tuple (time, src_partition, src_offset) does, packed in one UInt256 (time in ms, made
+# positive, above 32 bits of partition and 64 of offset), which the store compares ~2x
+# faster than a tuple. ``shift``: the broker's trading-day offset for timeframes of a day
+# or longer (brokers not listed: 0).
 BARS_SQL = """
 SELECT tenant, broker, symbol,
        intDiv(toUnixTimestamp64Milli(time) + shift, {tf:Int64}) * {tf:Int64} - shift AS start_ms,
-       argMin(mid, (time, src_partition, src_offset)) AS open,
+       argMin(mid, position) AS open,
        max(mid) AS high,
        min(mid) AS low,
-       argMax(mid, (time, src_partition, src_offset)) AS close,
-       argMax(bid, (time, src_partition, src_offset)) AS bid_close,
-       argMax(ask, (time, src_partition, src_offset)) AS ask_close,
+       argMax(mid, position) AS close,
+       argMax(bid, position) AS bid_close,
+       argMax(ask, position) AS ask_close,
        avg(spread) AS spread_avg,
        min(spread) AS spread_min,
        max(spread) AS spread_max,
@@ -75,11 +79,13 @@ SELECT tenant, broker, symbol,
        sum(volume) AS volume,
        sum(volume_real) AS volume_real
 FROM (
-    SELECT tenant, broker, symbol, time, bid, ask, spread, volume, volume_real, src_partition, src_offset,
+    SELECT tenant, broker, symbol, time, bid, ask, spread, volume, volume_real,
            (bid + ask) / 2 AS mid,
+           bitShiftLeft(toUInt256(toUnixTimestamp64Milli(time) + 4611686018427387904), 96)
+               + bitShiftLeft(toUInt256(src_partition), 64) + src_offset AS position,
            transform(toString(broker), {brokers:Array(String)}, {shifts:Array(Int64)}, toInt64(0)) AS shift
     FROM {db}.ticks FINAL
-    WHERE (tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}
+    WHERE {series_filter}
       AND time >= fromUnixTimestamp64Milli({lo:Int64}) AND time < fromUnixTimestamp64Milli({hi:Int64})
 )
 GROUP BY tenant, broker, symbol, start_ms
@@ -93,7 +99,7 @@ WITH bars AS (
     SELECT tenant, broker, symbol, toUnixTimestamp64Milli(start) AS start_ms, high, low, close, ticks, volume_real,
            vwap_sums
     FROM {db}.candles FINAL
-    WHERE timeframe = {tf:String} AND (tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}
+    WHERE timeframe = {tf:String} AND {series_filter}
       AND start <= fromUnixTimestamp64Milli({hi:Int64})
 )
 SELECT * FROM (
@@ -264,9 +270,10 @@ class CandleBuilder(ItemSink[Candle]):
         hi = max(w.start_ms for w in windows) + timeframe.ms
         shifts = {broker: self._days.shift_ms(broker, timeframe) for _, broker, _ in series}
         shifted = sorted((broker, shift) for broker, shift in shifts.items() if shift)
+        condition, filter_parameters = series_filter(series)
         _, rows = await self._session.query(
-            BARS_SQL.replace("{db}", self._session.database),
-            {"tf": timeframe.ms, "series": series, "lo": lo, "hi": hi,
+            BARS_SQL.replace("{db}", self._session.database).replace("{series_filter}", condition),
+            {"tf": timeframe.ms, "lo": lo, "hi": hi, **filter_parameters,
              "brokers": [broker for broker, _ in shifted], "shifts": [shift for _, shift in shifted]},
         )
         bars = []
@@ -293,10 +300,11 @@ class CandleBuilder(ItemSink[Candle]):
             series = (bar.tenant, bar.broker, bar.symbol)
             lo_of[series] = min(lo_of.get(series, int(bar.start_ms)), int(bar.start_ms))
         lo, window = min(lo_of.values()), self._spec.window_bars
+        condition, filter_parameters = series_filter(lo_of)
         _, rows = await self._session.query(
-            HISTORY_SQL.replace("{db}", self._session.database),
-            {"tf": timeframe.name, "series": sorted(lo_of), "lo": lo, "hi": max(int(b.start_ms) for b in bars),
-             "before": window},
+            HISTORY_SQL.replace("{db}", self._session.database).replace("{series_filter}", condition),
+            {"tf": timeframe.name, "lo": lo, "hi": max(int(b.start_ms) for b in bars), "before": window,
+             **filter_parameters},
         )
         history: dict[Series, dict[int, BarPoint]] = defaultdict(dict)
         _add_rows(history, rows)

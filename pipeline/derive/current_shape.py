@@ -26,6 +26,7 @@ from typing import Any
 
 from pipeline.derive.embedding import WINDOW_BARS, embed
 from pipeline.stores.analytics import Queries
+from pipeline.stores.series_filter import series_filter
 
 #: (tenant, broker, symbol)
 Series = tuple[str, str, str]
@@ -53,8 +54,7 @@ async def shapes_of(store: Queries, timeframe: str, series: Collection[Series]) 
     """The current shape of each of ``series`` that has one."""
     if not series:
         return {}
-    return await _shapes(store, timeframe, "(tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}",
-                         {"series": sorted(series)})
+    return await _shapes(store, timeframe, *series_filter(series))
 
 
 async def shapes_of_symbols(store: Queries, timeframe: str, tenant: str, symbols: Collection[str],

@@ -65,6 +65,7 @@ from pipeline.sinks.base import ItemSink
 from pipeline.sinks.topic import TopicPublisher
 from pipeline.stores.analytics import AnalyticsSession
 from pipeline.stores.analytics_tables import SIGNAL_OUTCOMES_COLUMNS
+from pipeline.stores.series_filter import series_filter
 
 #: +1 buy, -1 sell; close and hold have no direction.
 DIRECTIONS = {"buy": 1, "sell": -1, "close": 0, "hold": 0}
@@ -250,12 +251,12 @@ WHERE (s.tenant, s.id) IN {ids:Array(Tuple(String, String))}
 """
 
 # The ticks of some series in [lo, hi), in stored order (time, then source position): one query for many windows.
-# Each row names its series by its position in {series} (1-based), not by three strings: the reads are large.
+# (Naming each row's series by its position in an array parameter, indexOf per row, took longer than returning the
+# LowCardinality names, which arrive as a dictionary.)
 TICKS_SQL = """
-SELECT indexOf({series:Array(Tuple(String, String, String))}, (tenant, broker, symbol)) AS series_index,
-       toUnixTimestamp64Milli(time) AS ms, bid, ask
+SELECT tenant, broker, symbol, toUnixTimestamp64Milli(time) AS ms, bid, ask
 FROM {db}.ticks FINAL
-WHERE (tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}
+WHERE {series_filter}
   AND time >= fromUnixTimestamp64Milli({lo:Int64}) AND time < fromUnixTimestamp64Milli({hi:Int64})
 ORDER BY tenant, broker, symbol, time, src_partition, src_offset
 """
@@ -513,13 +514,14 @@ class OutcomeBuilder(ItemSink[SignalOutcome]):
 
     async def _stats_of(self, horizon_ms: int, signals: Sequence[StoredSignal]) -> dict[OutcomeKey, WindowStats]:
         """The windows of ``signals`` at one horizon, from one read of their series' ticks over the span."""
-        series = sorted({s.series for s in signals})
-        _, rows = await self._session.query(TICKS_SQL.replace("{db}", self._session.database), {
-            "series": series, "lo": min(s.time_ms for s in signals), "hi": max(s.time_ms for s in signals) + horizon_ms})
+        condition, filter_parameters = series_filter({s.series for s in signals})
+        sql = TICKS_SQL.replace("{db}", self._session.database).replace("{series_filter}", condition)
+        _, rows = await self._session.query(sql, {
+            **filter_parameters, "lo": min(s.time_ms for s in signals), "hi": max(s.time_ms for s in signals) + horizon_ms})
         arrays = {}
-        for index, group in itertools.groupby(rows, key=operator.itemgetter(0)):  # rows come by series
-            _, ms, bid, ask = zip(*group)
-            arrays[series[int(index) - 1]] = SeriesTicks.of(ms, bid, ask)
+        for series, group in itertools.groupby(rows, key=operator.itemgetter(0, 1, 2)):  # rows come by series
+            _, _, _, ms, bid, ask = zip(*group)
+            arrays[series] = SeriesTicks.of(ms, bid, ask)
         return {(s.tenant, s.id, horizon_ms): arrays[s.series].window(s, s.time_ms, s.time_ms + horizon_ms)
                 for s in signals if s.series in arrays}
 

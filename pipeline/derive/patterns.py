@@ -41,6 +41,7 @@ from pipeline.core.codec import RawRecord
 from pipeline.derive.embedding import WINDOW_BARS, embed_windows
 from pipeline.sinks.base import ItemSink
 from pipeline.stores.analytics import AnalyticsSession
+from pipeline.stores.series_filter import series_filter
 from pipeline.stores.vectors.base import Pattern, PatternKey, VectorStore
 
 #: Most patterns (or forward returns) in one vector-store write.
@@ -55,7 +56,7 @@ WITH bars AS (
     SELECT tenant, broker, symbol, toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms,
            high, low, close, spread_avg
     FROM {db}.candles FINAL
-    WHERE timeframe = {tf:String} AND (tenant, broker, symbol) IN {series:Array(Tuple(String, String, String))}
+    WHERE timeframe = {tf:String} AND {series_filter}
       AND start <= fromUnixTimestamp64Milli({hi:Int64})
 )
 SELECT * FROM (
@@ -141,9 +142,10 @@ class PatternBuilder(ItemSink[DerivedWrite]):
         tf = self._timeframes[timeframe]
         lo = min(min(starts) for starts in groups.values())
         hi = max(max(starts) for starts in groups.values()) + WINDOW_BARS * tf.ms
+        condition, filter_parameters = series_filter(groups)
         _, rows = await self._session.query(
-            HISTORY_SQL.replace("{db}", self._session.database),
-            {"tf": timeframe, "series": sorted(groups), "lo": lo, "hi": hi, "before": WINDOW_BARS + self._horizon},
+            HISTORY_SQL.replace("{db}", self._session.database).replace("{series_filter}", condition),
+            {"tf": timeframe, "lo": lo, "hi": hi, "before": WINDOW_BARS + self._horizon, **filter_parameters},
         )
         history: dict[Series, list[tuple[Any, ...]]] = defaultdict(list)
         for row in rows:

@@ -232,11 +232,14 @@ class FakeSession:
             ids = {tuple(i) for i in parameters["ids"]}
             return [], [(*self.row(s), self.stored_bar_end, self.done.get(s.id, [])) for s in self.signals
                         if (s.tenant, s.id) in ids]
-        assert sql == TICKS_SQL.replace("{db}", "tickwire")
+        assert sql.startswith(TICKS_SQL.replace("{db}", "tickwire").split("{series_filter}")[0])
         self.queries.append("ticks")
-        series = [tuple(x) for x in parameters["series"]]
-        return [], [(series.index(SERIES) + 1, ms, bid, ask) for ms, bid, ask in sorted(self.ticks, key=lambda t: t[0])
-                    if SERIES in series and parameters["lo"] <= ms < parameters["hi"]]
+        tenant, broker, symbol = SERIES
+        selected = (tenant in parameters["series_tenants"] and broker in parameters["series_brokers"]
+                    and symbol in parameters["series_symbols"]
+                    and ("series_exact" not in parameters or SERIES in map(tuple, parameters["series_exact"])))
+        return [], [(*SERIES, ms, bid, ask) for ms, bid, ask in sorted(self.ticks, key=lambda t: t[0])
+                    if selected and parameters["lo"] <= ms < parameters["hi"]]
 
 
 class FakePublisher:
