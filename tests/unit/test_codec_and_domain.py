@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pipeline.contracts.schemas import Candle, Signal, Tick
 from pipeline.core.codec import BatchDecoder
-from pipeline.core.domain import DomainRules, duplicate_key
+from pipeline.core.domain import DomainRules, duplicate_key, repeated_key
 
 NOW = 1_763_900_000_000
 KEY = b"acme:demo:EURUSD"
@@ -147,6 +147,38 @@ def test_the_fast_duplicate_check_of_ticks_is_exact(names: list[str], spaces: bo
 def test_duplicate_key_names_the_key() -> None:
     assert duplicate_key(b'{"a": 1, "b": {"c": 1, "c": 2}}') == "c"
     assert duplicate_key(b'{"a": 1}') is None
+
+
+_KEYS = st.sampled_from(["a", "b", "c", ":", "a:", " ", "\u00e9", 'q"'])
+_STRINGS = st.text(alphabet=st.sampled_from(list('ab:,{}[] "\\')), max_size=6)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | _STRINGS,
+    lambda inner: st.lists(inner, max_size=4) | st.lists(st.tuples(_KEYS, inner), max_size=5),
+    max_leaves=12,
+)
+
+
+def _spell(value: object, spaces: bool) -> str:
+    """JSON text of ``value``, where a list of (key, value) pairs spells an object that may give a key twice."""
+    colon, comma = (" : ", " , ") if spaces else (":", ",")
+    if isinstance(value, list) and value and all(isinstance(v, tuple) for v in value):
+        return "{" + comma.join(json.dumps(k) + colon + _spell(v, spaces) for k, v in value) + "}"
+    if isinstance(value, list):
+        return "[" + comma.join(_spell(v, spaces) for v in value) + "]"
+    return json.dumps(value)
+
+
+@settings(max_examples=600, deadline=None)
+@given(pairs=st.lists(st.tuples(_KEYS, _JSON), max_size=6), spaces=st.booleans())
+def test_the_fast_duplicate_check_of_other_records_is_exact(pairs: list, spaces: bool) -> None:
+    """Any JSON object (nested objects and arrays, keys and strings with colons, quotes, braces, escapes, spaces):
+    a repeated key is found exactly when some object gives a key twice (oracle: the standard library keeping every
+    pair), and it is one of those keys."""
+    value = ("{" + (" , " if spaces else ",").join(json.dumps(k) + ":" + _spell(v, spaces) for k, v in pairs) + "}").encode()
+    found = repeated_key(value)
+    assert (found is not None) == has_duplicate(value), value
+    if found is not None:
+        assert found == duplicate_key(value)
 
 
 @settings(max_examples=300, deadline=None)
