@@ -1,6 +1,7 @@
 """(2) Full pipeline throughput: ticks and signals whose bars close, through every derived stream.
 
-The topics are emptied and preloaded with ticks spread over hours of event
+Before each run the topics are emptied (the derived ones too: a run's bars
+must not be consumed again by the next) and preloaded with ticks spread over hours of event
 time (so 1m, 5m and 1h bars close all along the backlog) and signals over the
 same span. The real worker (default settings: candles 1m,5m,1h, patterns,
 correlation and strategy graphs, signal enrichment) is timed, as in (1), from
@@ -60,9 +61,9 @@ def preload(bench: BenchStack, plan: Plan, reporter: Reporter) -> None:
         asyncio.run(produce(bench.settings, SIGNALS_TOPIC, signals, lambda n: reporter.update(len(ticks) + n)))
 
 
-def derived(settings: Settings, enriched_before: int) -> dict[str, Any]:
+def derived(settings: Settings) -> dict[str, Any]:
     """What the worker derived: bars per timeframe, pattern vectors, graph edges, and the enriched signals
-    it published (records on the enriched topic beyond the ``enriched_before`` earlier runs left)."""
+    it published (the records on the enriched topic: the run began with it empty)."""
     bars = {row["timeframe"]: int(row["n"]) for row in map(orjson.loads, worker_query(
         settings, "SELECT timeframe, count() AS n FROM tickwire.candles FINAL GROUP BY timeframe") or [])}
     patterns, with_forward = asyncio.run(_patterns(settings.postgres_connection_dsn))
@@ -77,7 +78,7 @@ def derived(settings: Settings, enriched_before: int) -> dict[str, Any]:
     return {"ticks": stored_rows(settings), "signals": stored_rows(settings, "signals"), "bars": bars,
             "patterns": patterns, "patterns_with_forward_return": with_forward,
             "correlation_edges": correlations, "strategy_edges": strategies,
-            "enriched_signals": asyncio.run(count_records(settings.bootstrap_servers, ENRICHED_TOPIC)) - enriched_before}
+            "enriched_signals": asyncio.run(count_records(settings.bootstrap_servers, ENRICHED_TOPIC))}
 
 
 async def _patterns(dsn: str) -> tuple[int, int]:
@@ -96,17 +97,15 @@ def run_full_pipeline(bench: BenchStack, plan: Plan, reporter: Reporter, ingest_
 
     With ``profile_to``, the last run is profiled (py-spy) into that file.
     """
-    bench.fresh_topics()
-    preload(bench, plan, reporter)
     records = plan.full_records + plan.full_signals
     topics = {TICKS_TOPIC: PARTITIONS, SIGNALS_TOPIC: PARTITIONS}
     runs: list[dict[str, Any]] = []
     worker = None
     for run in range(1, plan.full_runs + 1):
-        if worker is not None:
-            bench.stop_worker(worker)
-        bench.clear_derived()
-        enriched_before = asyncio.run(count_records(bench.settings.bootstrap_servers, ENRICHED_TOPIC))
+        # every run from empty topics: the derived topics an earlier run filled would be consumed again
+        # (each run has a fresh group), adding that run's bars to every later run's downstream work
+        bench.fresh_topics()  # stops the earlier run's worker
+        preload(bench, plan, reporter)
         worker = bench.worker(bench.contender_settings("full"))
         sampler = StageSampler(worker.settings.api_url)
         with reporter.step(f"full pipeline run {run}/{plan.full_runs}", total=records):
@@ -127,7 +126,7 @@ def run_full_pipeline(bench: BenchStack, plan: Plan, reporter: Reporter, ingest_
         "ratio_to_ingest": round(median / ingest_rate, 3),
         "stages": median_run["stages"],
         "backfill": backfill(plan, median),
-        "derived": derived(worker.settings, enriched_before),
+        "derived": derived(worker.settings),
         "profile": timeline.profile,
     }, worker
 

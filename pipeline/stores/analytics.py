@@ -128,6 +128,13 @@ class AnalyticsSession:
         async with asyncio.timeout(timeout_s + _TIMEOUT_GRACE_S):
             return await self.run(run)
 
+    async def query_binary(self, sql: str, parameters: dict[str, Any] | None = None) -> bytes:
+        """Run a query (server-side parameters only) and return its rows as ``RowBinary`` bytes, undecoded: for
+        large reads of fixed-width columns that the caller views as a numpy array (no Python object per value,
+        and the session's thread does not hold the GIL while rows arrive)."""
+        settings = {"readonly": 2} if self.read_only else None
+        return await self.run(lambda client: client.raw_query(sql, parameters=parameters, settings=settings, fmt="RowBinary"))
+
     async def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
         if self.read_only:
             raise PermissionError(f"analytics session {self.name} is read-only")

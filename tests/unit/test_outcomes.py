@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,7 +22,9 @@ from pipeline.contracts.topics import OUTCOMES_TOPIC
 from pipeline.derive.outcomes import (
     NO_TICKS,
     RANGES_SQL,
+    SERIES_HASHES_SQL,
     SIGNALS_SQL,
+    TICK_ROW,
     TICKS_SQL,
     OutcomeBuilder,
     OutcomeRows,
@@ -210,6 +213,7 @@ class FakeSession:
                  done: dict[str, list[int]] | None = None) -> None:
         self.signals, self.ticks, self.stored_bar_end, self.done = signals, ticks, stored_bar_end, done or {}
         self.queries: list[str] = []
+        self.colliding = False  # every series' names hash to SERIES_HASH
 
     @staticmethod
     def row(s: StoredSignal) -> tuple[Any, ...]:
@@ -232,14 +236,20 @@ class FakeSession:
             ids = {tuple(i) for i in parameters["ids"]}
             return [], [(*self.row(s), self.stored_bar_end, self.done.get(s.id, [])) for s in self.signals
                         if (s.tenant, s.id) in ids]
+        assert sql == SERIES_HASHES_SQL, sql
+        return [], [(*series, SERIES_HASH if tuple(series) == SERIES or self.colliding else 1)
+                    for series in parameters["series"]]
+
+    async def query_binary(self, sql: str, parameters: dict[str, Any]) -> bytes:
         assert sql.startswith(TICKS_SQL.replace("{db}", "tickwire").split("{series_filter}")[0])
         self.queries.append("ticks")
         tenant, broker, symbol = SERIES
         selected = (tenant in parameters["series_tenants"] and broker in parameters["series_brokers"]
                     and symbol in parameters["series_symbols"]
                     and ("series_exact" not in parameters or SERIES in map(tuple, parameters["series_exact"])))
-        return [], [(*SERIES, ms, bid, ask) for ms, bid, ask in sorted(self.ticks, key=lambda t: t[0])
-                    if selected and parameters["lo"] <= ms < parameters["hi"]]
+        rows = [(SERIES_HASH, ms, bid, ask) for ms, bid, ask in sorted(self.ticks, key=lambda t: t[0])
+                if selected and parameters["lo"] <= ms < parameters["hi"]]
+        return np.array(rows, dtype=TICK_ROW).tobytes()
 
 
 class FakePublisher:
@@ -260,6 +270,7 @@ MINUTE = 60_000
 
 
 SERIES = ("acme", "demo", "EURUSD")
+SERIES_HASH = 2**64 - 3  # any UInt64 (the store's cityHash64 of the names)
 
 
 def test_a_series_seen_first_is_caught_up_then_advances_from_what_was_seen() -> None:
@@ -335,6 +346,18 @@ def test_the_handlers_skip_a_role_this_run_does_not_write() -> None:
     sinks = agents.outcomes.OutcomesSinks(None, None)
     agents.outcomes.bars([(Rec("candles.v1", 1), bar(T))], sinks)  # type: ignore[list-item]
     assert sinks.ordered == [] and sinks.after_publish == []
+
+
+@pytest.mark.parametrize("colliding", [False, True])
+async def test_windows_of_series_whose_names_share_a_hash_are_read_one_series_at_a_time(colliding: bool) -> None:
+    ticks = [(T + i * 1_000, 1.1 + (i % 7) * 1e-3, 1.1002 + (i % 7) * 1e-3) for i in range(0, 400)]
+    session = FakeSession([], ticks, stored_bar_end=0)
+    session.colliding = colliding
+    b, _, _ = builder(session)
+    mine, other = signal(id="a", time_ms=T + 10_000), signal(id="b", symbol="OTHER", time_ms=T + 20_000)
+    found = await b.stats([(mine, FIVE), (other, FIVE)])
+    assert session.queries == ["ticks"] * (2 if colliding else 1)
+    assert found == {("acme", "a", FIVE.ms): window_stats(mine, [t for t in ticks if T + 10_000 <= t[0] < T + 10_000 + FIVE.ms])}
 
 
 def test_window_stats_of_nothing_is_no_ticks() -> None:
