@@ -22,5 +22,7 @@ OUTCOMES_TOPIC = "signals.outcomes.v1"
 DLQ_TOPIC = "dlq.v1"
 
 ALL_TOPICS = (TICKS_TOPIC, SIGNALS_TOPIC, CANDLES_TOPIC, ENRICHED_TOPIC, OUTCOMES_TOPIC, DLQ_TOPIC)
+#: Topics a stage publishes (inputs of other stages, or of consumers outside tickwire).
+DERIVED_TOPICS = (CANDLES_TOPIC, ENRICHED_TOPIC, OUTCOMES_TOPIC)
 #: Derived topics that no stage reads: published for consumers outside tickwire only.
 TERMINAL_TOPICS = (OUTCOMES_TOPIC,)

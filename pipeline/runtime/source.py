@@ -101,9 +101,12 @@ def stage_group(settings: Settings, stage: str) -> str:
 
 class BatchSource(Service):
     def __init__(self, app: faust.App, stage: str, settings: Settings, sinks: Sequence[Sink], publisher: TopicPublisher,
-                 after_publish: Sequence[Sink] = (), **kwargs: Any) -> None:  # kwargs: mode's Service options
+                 after_publish: Sequence[Sink] = (), *, fetch_max_wait_ms: int | None = None,
+                 **kwargs: Any) -> None:  # kwargs: mode's Service options
+        """``fetch_max_wait_ms``: how long the broker may hold a fetch (default: the ``fetch_max_wait_ms`` setting)."""
         self.app = app
         self.stage = stage
+        self._fetch_max_wait_ms = settings.fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms
         #: The module's logger, every record with this stage (``stage`` field of the JSON log).
         self.stage_log = ContextLogger(log, {"stage": stage})
         self.settings = settings
@@ -175,7 +178,7 @@ class BatchSource(Service):
             heartbeat_interval_ms=max(self.settings.session_timeout_ms // 5, 500),
             max_poll_interval_ms=3_600_000,
             max_partition_fetch_bytes=4 << 20,
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
             fetch_max_bytes=64 << 20,
         )
         self.consumer.subscribe(topics=list(self._decoders), listener=_Rebalance(self))

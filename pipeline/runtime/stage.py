@@ -34,7 +34,8 @@ class Stage:
         self.name = spec.name
         self.publisher = TopicPublisher(lambda: connections.producer)
         self.sinks = spec.build(StageResources(spec.name, settings, connections, self.publisher, frozenset(ROLES)))
-        self.source = BatchSource(app, spec.name, settings, self.sinks.ordered, self.publisher, after_publish(self.sinks))
+        self.source = BatchSource(app, spec.name, settings, self.sinks.ordered, self.publisher, after_publish(self.sinks),
+                                  fetch_max_wait_ms=spec.fetch_max_wait_ms(settings))
         self.writes_analytics = spec.writes_analytics
         for route in spec.routes:
             channel = self.source.route(route.topic, route.message_type, eager=route.eager)

@@ -33,7 +33,7 @@ import agents.patterns
 import agents.signals
 from pipeline.config import STAGE_NAMES, Settings
 from pipeline.contracts.schemas import Candle, EnrichedSignal, Signal, Tick
-from pipeline.contracts.topics import CANDLES_TOPIC, ENRICHED_TOPIC, OUTCOMES_TOPIC, SIGNALS_TOPIC, TICKS_TOPIC
+from pipeline.contracts.topics import CANDLES_TOPIC, DERIVED_TOPICS, ENRICHED_TOPIC, OUTCOMES_TOPIC, SIGNALS_TOPIC, TICKS_TOPIC
 from pipeline.core.batch import Handler
 from pipeline.derive.candles import CandleBuilder
 from pipeline.derive.correlations import CorrelationBuilder
@@ -100,6 +100,13 @@ class StageSpec:
     def inputs(self) -> tuple[str, ...]:
         """The stage's input topics, each once."""
         return tuple(dict.fromkeys(route.topic for route in self.routes))
+
+    def fetch_max_wait_ms(self, settings: Settings) -> int:
+        """How long the broker may hold this stage's fetches: ``derived_fetch_max_wait_ms`` for a stage that reads
+        derived topics only (nothing waits on it record by record), ``fetch_max_wait_ms`` otherwise."""
+        if all(topic in DERIVED_TOPICS for topic in self.inputs):
+            return settings.derived_fetch_max_wait_ms
+        return settings.fetch_max_wait_ms
 
 
 def after_publish(sinks: StageSinks) -> list[Sink]:

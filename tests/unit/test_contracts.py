@@ -16,7 +16,7 @@ from pipeline.api import ticks as api_ticks
 from pipeline.config import STAGE_NAMES, load_settings
 from pipeline.contracts.catalog import load_catalog
 from pipeline.contracts.schemas import SCHEMA_TYPES, Tick
-from pipeline.contracts.topics import ALL_TOPICS, DLQ_TOPIC, OUTCOMES_TOPIC, TERMINAL_TOPICS
+from pipeline.contracts.topics import ALL_TOPICS, DERIVED_TOPICS, DLQ_TOPIC, OUTCOMES_TOPIC, TERMINAL_TOPICS
 from pipeline.ingest.producer import encode_tick
 from pipeline.runtime.topology import TOPOLOGY, consumers_of
 from pipeline.stores.analytics_tables import TICKS_COLUMNS
@@ -107,6 +107,15 @@ def test_the_topology_names_every_stage_and_every_derived_topic_has_a_consumer()
                 "a stage reads only what stages before it publish (replay runs them in order)"
         assert spec.inputs and DLQ_TOPIC not in spec.inputs
     assert {topic for spec in TOPOLOGY for topic in spec.inputs} <= set(ALL_TOPICS)
+
+
+def test_the_stages_that_read_derived_topics_only_wait_longer_on_empty_fetches() -> None:
+    settings = load_settings(fetch_max_wait_ms=20, derived_fetch_max_wait_ms=300)
+    waits = {spec.name: spec.fetch_max_wait_ms(settings) for spec in TOPOLOGY}
+    assert waits == {"ingest": 20, "signals": 20, "patterns": 300, "graph": 300, "outcomes": 300}
+    assert all(topic in DERIVED_TOPICS for spec in TOPOLOGY if waits[spec.name] == 300 for topic in spec.inputs)
+    assert {spec.name for spec in TOPOLOGY for topic in spec.publishes} == {"ingest", "signals", "outcomes"}
+    assert {topic for spec in TOPOLOGY for topic in spec.publishes} == set(DERIVED_TOPICS)
 
 
 def test_a_settings_stage_list_is_kept_in_topology_order() -> None:
