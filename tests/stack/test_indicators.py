@@ -161,6 +161,8 @@ def test_bars_carry_talibs_indicators_on_the_brokers_days_on_the_topic_and_in_th
     asyncio.run(produce(stack_settings, friday + sunday + [t for half in ticks_of(other, seed=99) for t in half]))
     wait_until(lambda: len(stored(worker.settings, tenant)) == expected_bar_count() + OLD_BARS, timeout_s=120,
                what="every 1m bar and the daily bars")
+    wait_until(lambda: len(stored(worker.settings, other)) == expected_bar_count(), timeout_s=120,
+               what="the other tenant's bars too (produced after these: compared with what its key reads below)")
     everything = stored(worker.settings, tenant)
     old = [r for r in everything if r["start_ms"] < FRIDAY and r["timeframe"] == "1m"]
     rows = [r for r in everything if r not in old]
