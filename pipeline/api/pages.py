@@ -80,7 +80,6 @@ def page_of_each_symbol(order: str, symbols: int) -> str:
     return f"ORDER BY symbol, {order}\nLIMIT {{page_limit:UInt32}} OFFSET {{page_skip:UInt32}} BY symbol"
 
 
-
 async def pages_of_symbols(reads: Queries, template: str, where: list[str], parameters: dict[str, Any], order: str,
                            symbols: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     """The page of each of ``symbols`` in one query: ``template`` (``{db}``, ``{where}``: the ``where`` conditions
@@ -93,6 +92,7 @@ async def pages_of_symbols(reads: Queries, template: str, where: list[str], para
     for row in rows:
         found[row[1]].append(dict(zip(columns, row)))
     return found
+
 
 @dataclass(frozen=True)
 class Page:

@@ -275,11 +275,6 @@ class SeriesTicks:
     bid: npt.NDArray[np.float64]
     ask: npt.NDArray[np.float64]
 
-    @classmethod
-    def of(cls, ms: Sequence[int], bid: Sequence[float], ask: Sequence[float]) -> SeriesTicks:
-        """From the ticks' columns (times, bids, asks), in stored order."""
-        return cls(np.array(ms, dtype=np.int64), np.array(bid, dtype=np.float64), np.array(ask, dtype=np.float64))
-
     def window(self, signal: StoredSignal, start_ms: int, end_ms: int) -> WindowStats:
         """:func:`window_stats` of the ticks in [start_ms, end_ms), computed on the arrays (the same numbers)."""
         i, j = (int(k) for k in np.searchsorted(self.ms, [start_ms, end_ms], side="left"))

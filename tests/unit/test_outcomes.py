@@ -375,5 +375,6 @@ def test_the_array_computation_of_a_window_is_the_reference_one(action: str, raw
     start, end = T + min(bounds), T + max(bounds)
     inside = [t for t in ticks if start <= t[0] < end]
     columns = ([t[0] for t in ticks], [t[1] for t in ticks], [t[2] for t in ticks])
-    assert SeriesTicks.of(*columns).window(s, start, end) == window_stats(s, inside)
+    arrays = SeriesTicks(np.array(columns[0], dtype=np.int64), np.array(columns[1]), np.array(columns[2]))
+    assert arrays.window(s, start, end) == window_stats(s, inside)
 
